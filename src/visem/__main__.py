@@ -1,0 +1,5 @@
+import sys
+
+from visem.cli import main
+
+sys.exit(main())

@@ -1,0 +1,50 @@
+"""The ``visem`` command line: parses, calls the library, prints.
+
+Each module in :data:`COMMAND_MODULES` exposes ``add_parser(subparsers)``
+registering its commands with ``set_defaults(func=handler)``; a handler
+takes the parsed arguments and returns an exit code. Errors the user can fix
+(bad config, bad data, a missing file) print one line and exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from visem import __version__
+
+COMMAND_MODULES = ("visem.cli.core", "visem.cli.data")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="visem",
+        description="Joint visual-semantic embeddings when paired annotations are scarce.",
+    )
+    parser.add_argument("--version", action="version", version=f"visem {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in COMMAND_MODULES:
+        importlib.import_module(mod).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, FloatingPointError) as exc:
+        # ConfigError, DataError, CheckpointError are ValueErrors; NonFiniteError a FloatingPointError
+        print(f"visem {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

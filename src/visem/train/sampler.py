@@ -1,0 +1,92 @@
+"""Minibatch samplers whose state is two integers, so a resumed run is exact."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import Tensor
+
+
+class BatchSampler:
+    """Endless shuffled minibatches over row-aligned tensors.
+
+    Each epoch draws a fresh permutation from ``seed + epoch``; the state is
+    ``(epoch, position)``, so restoring it reproduces the exact batch stream.
+    The last incomplete batch of an epoch is dropped (``drop_last``) when the
+    data holds at least one full batch, as in-batch negatives need full
+    batches.
+    """
+
+    def __init__(self, tensors: Mapping[str, Tensor], batch_size: int, seed: int = 0) -> None:
+        if not tensors:
+            raise ValueError("BatchSampler needs at least one tensor")
+        sizes = {k: int(v.shape[0]) for k, v in tensors.items()}
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"tensors must share their first dimension, got sizes {sizes}")
+        self.n = next(iter(sizes.values()))
+        if self.n == 0:
+            raise ValueError("BatchSampler got empty tensors")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.tensors = dict(tensors)
+        self.batch_size = min(batch_size, self.n)
+        self.seed = seed
+        self.epoch = 0
+        self.position = 0
+        self._perm: Tensor | None = None
+
+    def _permutation(self) -> Tensor:
+        if self._perm is None:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            self._perm = torch.randperm(self.n, generator=g)
+        return self._perm
+
+    def __iter__(self) -> "BatchSampler":
+        return self
+
+    def __next__(self) -> dict[str, Tensor]:
+        if self.position + self.batch_size > self.n:
+            self.epoch += 1
+            self.position = 0
+            self._perm = None
+        idx = self._permutation()[self.position : self.position + self.batch_size]
+        self.position += self.batch_size
+        return {k: v[idx] for k, v in self.tensors.items()}
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self.epoch = int(state["epoch"])
+        self.position = int(state["position"])
+        self._perm = None
+
+
+class MultiSampler:
+    """Several samplers stepped together; keys are prefixed ``"{group}.{key}"``.
+
+    Used where one update sees several data groups with different sizes, e.g.
+    a paired source domain and an unpaired target domain (seed 001), or
+    annotated pairs and pseudo pairs (seed 003).
+    """
+
+    def __init__(self, samplers: Mapping[str, BatchSampler]) -> None:
+        self.samplers = dict(samplers)
+
+    def __iter__(self) -> "MultiSampler":
+        return self
+
+    def __next__(self) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        for group, sampler in self.samplers.items():
+            for k, v in next(sampler).items():
+                out[f"{group}.{k}"] = v
+        return out
+
+    def state_dict(self) -> dict[str, int]:
+        return {f"{g}.{k}": v for g, s in self.samplers.items() for k, v in s.state_dict().items()}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        for g, s in self.samplers.items():
+            s.load_state_dict({k: state[f"{g}.{k}"] for k in ("epoch", "position")})

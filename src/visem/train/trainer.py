@@ -1,0 +1,211 @@
+"""The training loop: seeded, resumable, logged, and stopped on NaN/Inf.
+
+A run directory holds::
+
+    config.yaml              the resolved config (written by the caller)
+    checkpoint.safetensors   model + optimisers + RNG + sampler, every
+                             ``checkpoint_every`` steps and at the end
+    metrics.csv              step, lr and the mean of every loss term since
+                             the previous row
+    model.safetensors        final weights
+
+A killed run started again with the same run directory continues from its
+last checkpoint; rows of ``metrics.csv`` past that checkpoint are dropped, so
+the log equals that of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from visem.io import atomic_write_text
+from visem.models.base import EmbeddingModel, NonFiniteError
+from visem.train.checkpoint import load_checkpoint, save_checkpoint, save_weights
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by every model."""
+
+    steps: int = 1000
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_decay_step: int | None = None  # multiply lr by lr_decay from this step on
+    lr_decay: float = 0.1
+    grad_clip: float | None = None
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 500
+    progress: bool = True
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Runs ``model.train_step`` over batches from ``sampler`` for ``cfg.steps`` steps.
+
+    ``sampler`` yields dicts of tensors and has ``state_dict`` /
+    ``load_state_dict`` (:class:`visem.train.sampler.BatchSampler`).
+    ``static`` tensors (class embeddings, say) join every batch.
+    ``on_step(step, terms)`` is called after each step (tests use it to
+    simulate a crash).
+    """
+
+    def __init__(
+        self,
+        model: EmbeddingModel,
+        sampler: Iterator[dict[str, Tensor]],
+        cfg: TrainConfig,
+        run_dir: str | Path | None = None,
+        static: Mapping[str, Tensor] | None = None,
+        on_step: Callable[[int, dict[str, Tensor]], None] | None = None,
+    ) -> None:
+        self.model = model
+        self.sampler = sampler
+        self.cfg = cfg
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.static = dict(static or {})
+        self.on_step = on_step
+        self.optimizers = model.make_optimizers(cfg.lr, cfg.weight_decay)
+        self._base_lrs = [[g["lr"] for g in opt.param_groups] for opt in self.optimizers]
+        self.step = 0
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.run_dir / "checkpoint.safetensors" if self.run_dir else None
+
+    def _set_lr(self) -> float:
+        factor = self.cfg.lr_decay if self.cfg.lr_decay_step is not None and self.step >= self.cfg.lr_decay_step else 1.0
+        for opt, base in zip(self.optimizers, self._base_lrs):
+            for g, lr in zip(opt.param_groups, base):
+                g["lr"] = lr * factor
+        return self.cfg.lr * factor
+
+    def _save(self) -> None:
+        if self.checkpoint_path is None:
+            return
+        meta = {"step": self.step, "log_window": {"sums": self._sums, "count": self._count}}
+        if hasattr(self.sampler, "state_dict"):
+            meta["sampler"] = self.sampler.state_dict()
+        save_checkpoint(self.checkpoint_path, self.model, self.optimizers, meta)
+
+    def _resume(self) -> None:
+        ckpt = self.checkpoint_path
+        if ckpt is None or not ckpt.exists():
+            return
+        meta = load_checkpoint(ckpt, self.model, self.optimizers)
+        self.step = int(meta["step"])
+        window = meta.get("log_window", {"sums": {}, "count": 0})
+        self._sums, self._count = dict(window["sums"]), int(window["count"])
+        if "sampler" in meta and hasattr(self.sampler, "load_state_dict"):
+            self.sampler.load_state_dict(meta["sampler"])
+        self._truncate_log(self.step)
+
+    # -- metrics log ------------------------------------------------------
+    @property
+    def log_path(self) -> Path | None:
+        return self.run_dir / "metrics.csv" if self.run_dir else None
+
+    def _truncate_log(self, step: int) -> None:
+        path = self.log_path
+        if path is None or not path.exists():
+            return
+        with path.open(newline="") as f:
+            rows = list(csv.reader(f))
+        if not rows:
+            return
+        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
+        buf = io.StringIO()
+        csv.writer(buf).writerows(kept)
+        atomic_write_text(path, buf.getvalue())
+
+    def _log(self, row: dict[str, float]) -> None:
+        self.history.append(row)
+        path = self.log_path
+        if path is None:
+            return
+        new = not path.exists()
+        if not new:
+            with path.open(newline="") as f:
+                header = next(csv.reader(f), None)
+            if header != list(row):
+                # a term appeared or vanished (e.g. alternating phases): rewrite with the union
+                with path.open(newline="") as f:
+                    old = list(csv.DictReader(f))
+                fields = list(dict.fromkeys((header or []) + list(row)))
+                buf = io.StringIO()
+                w = csv.DictWriter(buf, fieldnames=fields)
+                w.writeheader()
+                w.writerows(old + [row])
+                atomic_write_text(path, buf.getvalue())
+                return
+        with path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+    # -- loop -------------------------------------------------------------
+    def fit(self) -> list[dict[str, float]]:
+        """Train to ``cfg.steps``; returns the logged rows of this call."""
+        cfg = self.cfg
+        self.history: list[dict[str, float]] = []
+        # running sums of the loss terms since the last log row (checkpointed, so a
+        # resumed run logs the same rows as an uninterrupted one)
+        self._sums: dict[str, float] = {}
+        self._count = 0
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._resume()
+        if self.step == 0:
+            seed_everything(cfg.seed)
+        self.model.train()
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress, desc="train", leave=False)
+        try:
+            while self.step < cfg.steps:
+                batch = next(self.sampler)
+                if self.static:
+                    batch = {**batch, **self.static}
+                lr = self._set_lr()
+                try:
+                    terms = self.model.train_step(batch, self.optimizers, self.step / cfg.steps, cfg.grad_clip)
+                except NonFiniteError as exc:
+                    raise NonFiniteError(
+                        f"training stopped at step {self.step + 1}: {exc}. The last good checkpoint"
+                        f" is {self.checkpoint_path}; lower the learning rate or check the data."
+                    ) from None
+                self.step += 1
+                for k, v in terms.items():
+                    self._sums[k] = self._sums.get(k, 0.0) + float(v.detach())
+                self._count += 1
+                if self.on_step is not None:
+                    self.on_step(self.step, terms)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    row = {"step": self.step, "lr": lr, **{k: v / self._count for k, v in self._sums.items()}}
+                    self._log(row)
+                    bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4g}")
+                    self._sums, self._count = {}, 0
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    self._save()
+                bar.update(1)
+        finally:
+            bar.close()
+        if self.run_dir is not None:
+            save_weights(self.run_dir / "model.safetensors", self.model, {"step": self.step})
+        self.model.eval()
+        return self.history
