@@ -24,7 +24,7 @@ from visem.config import ConfigError
 from visem.io import atomic_write_json
 
 # Modules whose import registers experiments.
-EXPERIMENT_MODULES = ("visem.experiments.synthetic",)
+EXPERIMENT_MODULES = ("visem.experiments.synthetic", "visem.experiments.zeroshot", "visem.experiments.retrieval", "visem.experiments.pse")
 
 # Keys that name a row rather than measure it.
 ID_KEYS = ("model", "setting", "latent_dim", "features", "dataset")

@@ -1,0 +1,513 @@
+"""Zero-shot recognition by compatibility with class side information.
+
+Every model here scores an image ``x`` against a class ``c`` described by a
+side-information vector ``s_c`` (attributes, or the word vector of the class
+name) with a compatibility ``F(x, s_c)``, and predicts the best-scoring class
+among the candidates. Unseen classes need only their ``s_c``.
+
+* ``revise`` -- ReViSE (seed 000, Tsai, Huang & Salakhutdinov, ICCV 2017):
+  a contractive auto-encoder on image features and an auto-encoder on class
+  side information whose codes share one space, a hinge ranking loss between
+  an image's code and its class's code, a Gaussian MMD between the visual and
+  textual codes, and the unsupervised-data adaptation (self-training on the
+  model's own predictions for unlabelled images).
+* ``devise`` -- DeViSE (Frome et al. 2013): a linear map from image features
+  into the class-embedding space, hinge rank loss against the other classes.
+* ``eszsl`` -- ESZSL (Romera-Paredes & Torr 2015), closed form.
+* ``sae`` -- semantic auto-encoder (Kodirov, Xiang & Gong 2017), closed form
+  (a Sylvester equation).
+* ``devise-cmr`` -- the DeViSE-style baseline of zero-shot cross-modal
+  retrieval: images and texts each mapped linearly into the class-embedding
+  space.
+
+Batches of the zero-shot models hold ``image`` ``(B, image_dim)``, ``label``
+``(B,)`` (row indices into ``class_emb``) and ``class_emb``
+``(C, class_dim)`` (the side information of the classes the model may
+predict; a static tensor in the trainer). Transductive training adds
+``unlabeled`` ``(U, image_dim)`` (unlabelled images) and optionally
+``unlabeled_classes`` ``(C,)`` bool, the classes those images may belong to.
+
+The closed-form models (ESZSL, SAE) also define their objective as
+:meth:`loss`, so gradient training works and the tests can check that the
+closed-form solution is a stationary point of that objective;
+:meth:`ZeroShotModel.finalize` solves it exactly on the whole training set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from visem.losses import contractive_penalty, mmd
+from visem.metrics import per_class_accuracy
+from visem.models.base import EmbeddingModel, RetrievalModel
+from visem.models.registry import register_model
+
+__all__ = [
+    "DeViSE",
+    "DeViSECMR",
+    "ESZSL",
+    "ReViSE",
+    "SAE",
+    "ZeroShotModel",
+    "class_hinge_loss",
+    "eszsl_solve",
+    "sae_solve",
+    "sylvester_solve",
+]
+
+
+# --------------------------------------------------------------------------
+# shared pieces
+# --------------------------------------------------------------------------
+def class_hinge_loss(scores: Tensor, label: Tensor, margin: float = 0.1) -> Tensor:
+    r"""Hinge rank loss of each sample's class against every other class.
+
+    DeViSE (Frome et al. 2013, Eq. 1) and ReViSE's supervised term (seed 000)::
+
+        l_i = sum_{j != y_i} [margin - S[i, y_i] + S[i, j]]_+
+
+    averaged over the batch.
+
+    Args:
+        scores: ``(B, C)`` compatibility of each sample with each class.
+        label: ``(B,)`` integer class index of each sample, in ``[0, C)``.
+        margin: the margin (0.1 in DeViSE).
+
+    Returns:
+        0-d tensor.
+    """
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be (B, C), got shape {tuple(scores.shape)}")
+    if label.dim() != 1 or label.shape[0] != scores.shape[0]:
+        raise ValueError(f"label must be (B,) with B = {scores.shape[0]}, got shape {tuple(label.shape)}")
+    if label.numel() and (int(label.min()) < 0 or int(label.max()) >= scores.shape[1]):
+        raise ValueError(f"label values must lie in [0, {scores.shape[1]}), got range "
+                         f"[{int(label.min())}, {int(label.max())}]")
+    pos = scores.gather(1, label[:, None])
+    cost = (margin - pos + scores).clamp(min=0)
+    cost = cost.masked_fill(F.one_hot(label, scores.shape[1]).bool(), 0.0)
+    return cost.sum(dim=1).mean()
+
+
+def _check_batch(batch: Mapping[str, Tensor], image_dim: int, class_dim: int) -> tuple[Tensor, Tensor, Tensor]:
+    for key in ("image", "label", "class_emb"):
+        if key not in batch:
+            raise ValueError(f"zero-shot batch needs {key!r}; got keys {sorted(batch)}")
+    x, y, s = batch["image"], batch["label"], batch["class_emb"]
+    if x.dim() != 2 or x.shape[1] != image_dim:
+        raise ValueError(f"image must be (B, {image_dim}), got shape {tuple(x.shape)}")
+    if s.dim() != 2 or s.shape[1] != class_dim:
+        raise ValueError(f"class_emb must be (C, {class_dim}), got shape {tuple(s.shape)}")
+    return x, y.long(), s
+
+
+class ZeroShotModel(EmbeddingModel):
+    """Base of compatibility models: ``score(x, c) = embed_image(x) . embed_class(s_c)``.
+
+    Subclasses implement :meth:`embed_image` and :meth:`embed_class`;
+    :meth:`finalize` runs after gradient training on the whole training set
+    (closed-form solvers, post-hoc classifiers) and is a no-op by default.
+    """
+
+    def embed_image(self, image: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def embed_class(self, class_emb: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def class_scores(self, image: Tensor, class_emb: Tensor, class_ids: Tensor | None = None) -> Tensor:
+        """``(N, C)`` compatibility of each image with each candidate class.
+
+        ``class_ids`` (global ids of the candidate rows) matter only to models
+        that remember per-class training data (CADA-VAE's classifier).
+        """
+        return self.embed_image(image) @ self.embed_class(class_emb).T
+
+    @torch.no_grad()
+    def predict(self, image: Tensor, class_emb: Tensor, class_ids: Tensor | None = None) -> Tensor:
+        """Row index into ``class_emb`` of the best class of each image."""
+        was = self.training
+        self.eval()
+        try:
+            return self.class_scores(image, class_emb, class_ids).argmax(dim=1)
+        finally:
+            self.train(was)
+
+    def finalize(self, train: Mapping[str, Tensor]) -> None:
+        """Called once after gradient training with the whole training set."""
+
+    @torch.no_grad()
+    def evaluate(self, data: Mapping[str, Tensor]) -> dict[str, float]:
+        """Per-class mean top-1 (percent) of ``data['image']`` among ``data['class_emb']``."""
+        pred = self.predict(data["image"], data["class_emb"], data.get("class_ids"))
+        return {"accuracy": per_class_accuracy(pred, data["label"])}
+
+    def example_batch(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
+        c = getattr(self.config, "n_classes", None) or 4
+        return {
+            "image": torch.randn(n, self.config.image_dim, generator=generator),
+            "label": torch.randint(0, c, (n,), generator=generator),
+            "class_emb": torch.randn(c, self.config.class_dim, generator=generator),
+        }
+
+
+# --------------------------------------------------------------------------
+# ReViSE
+# --------------------------------------------------------------------------
+@dataclass
+class ReViSEConfig:
+    image_dim: int | None = None
+    class_dim: int | None = None
+    code_dim: int = 32
+    activation: Literal["sigmoid", "tanh"] = "sigmoid"
+    margin: float = 0.1
+    rec_weight: float = 1.0  # weight of both reconstruction terms
+    contractive_weight: float = 0.1
+    mmd_weight: float = 1.0
+    mmd_sigmas: tuple[float, ...] = (0.5, 1.0, 2.0)
+    adapt_weight: float = 0.0  # > 0 turns on the unsupervised-data adaptation
+    adapt_start: float = 0.5  # fraction of training after which it starts
+
+
+@register_model("revise", config=ReViSEConfig, family="zeroshot",
+                paper="seed 000 (ReViSE, Tsai et al. ICCV 2017)")
+class ReViSE(ZeroShotModel):
+    """ReViSE: contractive visual AE + textual AE, hinge ranking, MMD, self-training adaptation.
+
+    Terms of :meth:`loss` (seed 000; the copy is cut before the method, the
+    choices below follow the published paper and are written out where it is
+    vague):
+
+    * visual contractive auto-encoder: ``h_v = act(W_v x + b_v)``,
+      ``x' = D_v h_v`` (linear decoder); ``rec_v = mean_i mean_d (x - x')^2``
+      and ``contractive = mean_i ||J_{h_v}(x_i)||_F^2``
+      (:func:`visem.losses.contractive_penalty`, Rifai et al. 2011);
+    * textual auto-encoder on the side information of every class in
+      ``class_emb``: ``h_t = act(W_t s + b_t)``, ``rec_t`` likewise;
+    * supervised term: :func:`class_hinge_loss` on ``h_v @ h_t.T`` (the inner
+      product of the codes is the compatibility), true class vs every other
+      class of ``class_emb``;
+    * ``mmd``: Gaussian-kernel MMD (:func:`visem.losses.mmd`, a sum of
+      bandwidths ``mmd_sigmas``) between the visual codes of the batch -- plus
+      the unlabelled images' codes when the batch has ``unlabeled``
+      (transductive) -- and the textual codes of the classes of
+      ``class_emb`` (each class once: the textual distribution is uniform over
+      the classes);
+    * ``adapt`` (unsupervised-data adaptation): from ``adapt_start`` of
+      training on, the current model labels the unlabelled images
+      (:meth:`pseudo_labels`, restricted to ``unlabeled_classes`` when given)
+      and these labels enter the same hinge term, weighted by
+      ``adapt_weight``. The labels are recomputed at every step from the
+      current model, so prediction and adaptation iterate. Labelled images
+      keep their given labels.
+
+    ``loss = sup + rec_weight (rec_v + rec_t) + contractive_weight contractive
+    + mmd_weight mmd + adapt_weight adapt``.
+    """
+
+    def __init__(self, config: ReViSEConfig) -> None:
+        super().__init__(config)
+        h = config.code_dim
+        self.enc_v = nn.Linear(config.image_dim, h)
+        self.dec_v = nn.Linear(h, config.image_dim)
+        self.enc_t = nn.Linear(config.class_dim, h)
+        self.dec_t = nn.Linear(h, config.class_dim)
+
+    def _act(self, a: Tensor) -> Tensor:
+        return torch.sigmoid(a) if self.config.activation == "sigmoid" else torch.tanh(a)
+
+    def embed_image(self, image: Tensor) -> Tensor:
+        return self._act(self.enc_v(image))
+
+    def embed_class(self, class_emb: Tensor) -> Tensor:
+        return self._act(self.enc_t(class_emb))
+
+    @torch.no_grad()
+    def pseudo_labels(self, image: Tensor, label: Tensor, class_emb: Tensor,
+                      candidates: Tensor | None = None) -> Tensor:
+        """Labels for the adaptation: ``label`` where ``label >= 0``, else the model's prediction.
+
+        ``label = -1`` marks an unlabelled image. Predictions are the best
+        class of ``class_emb`` (among ``candidates``, a ``(C,)`` bool mask,
+        when given). Labelled images are never relabelled.
+        """
+        scores = self.embed_image(image) @ self.embed_class(class_emb).T
+        if candidates is not None:
+            scores = scores.masked_fill(~candidates.bool()[None, :], float("-inf"))
+        pred = scores.argmax(dim=1)
+        label = label.long()
+        return torch.where(label >= 0, label, pred)
+
+    def loss(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> dict[str, Tensor]:
+        cfg = self.config
+        x, y, s = _check_batch(batch, cfg.image_dim, cfg.class_dim)
+        a_v = self.enc_v(x)
+        h_v = self._act(a_v)
+        rec_v = F.mse_loss(self.dec_v(h_v), x)
+        contr = contractive_penalty(h_v, self.enc_v.weight, cfg.activation)
+        h_t = self.embed_class(s)
+        rec_t = F.mse_loss(self.dec_t(h_t), s)
+        sup = class_hinge_loss(h_v @ h_t.T, y, cfg.margin)
+        codes_v = h_v
+        adapt = torch.zeros((), device=x.device)
+        u = batch.get("unlabeled")
+        if u is not None and u.shape[0] > 0:
+            h_u = self.embed_image(u)
+            codes_v = torch.cat([h_v, h_u])
+            if cfg.adapt_weight > 0 and progress >= cfg.adapt_start:
+                unl = torch.full((u.shape[0],), -1, dtype=torch.long, device=u.device)
+                pseudo = self.pseudo_labels(u, unl, s, batch.get("unlabeled_classes"))
+                adapt = class_hinge_loss(h_u @ h_t.T, pseudo, cfg.margin)
+        dist = mmd(codes_v, h_t, sigmas=cfg.mmd_sigmas)
+        total = (sup + cfg.rec_weight * (rec_v + rec_t) + cfg.contractive_weight * contr
+                 + cfg.mmd_weight * dist + cfg.adapt_weight * adapt)
+        return {"loss": total, "sup": sup.detach(), "rec_v": rec_v.detach(), "rec_t": rec_t.detach(),
+                "contractive": contr.detach(), "mmd": dist.detach(), "adapt": adapt.detach()}
+
+    def example_batch(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
+        batch = super().example_batch(n, generator)
+        batch["unlabeled"] = torch.randn(n, self.config.image_dim, generator=generator)
+        return batch
+
+
+# --------------------------------------------------------------------------
+# DeViSE
+# --------------------------------------------------------------------------
+@dataclass
+class DeViSEConfig:
+    image_dim: int | None = None
+    class_dim: int | None = None
+    margin: float = 0.1
+
+
+@register_model("devise", config=DeViSEConfig, family="zeroshot", paper="Frome et al. NeurIPS 2013 (DeViSE)")
+class DeViSE(ZeroShotModel):
+    """DeViSE: linear map of image features into the class-embedding space, hinge rank loss.
+
+    ``score(x, c) = (M x) . s_c / ||s_c||`` (DeViSE normalises the word
+    vectors to unit length); the loss is :func:`class_hinge_loss` with margin
+    0.1 against every other class of the batch's ``class_emb`` (DeViSE Eq. 1).
+    DeViSE fine-tunes the CNN below the map; visem keeps the image features
+    fixed, as the zero-shot papers that use it as a baseline do.
+    """
+
+    def __init__(self, config: DeViSEConfig) -> None:
+        super().__init__(config)
+        self.proj = nn.Linear(config.image_dim, config.class_dim, bias=False)
+
+    def embed_image(self, image: Tensor) -> Tensor:
+        return self.proj(image)
+
+    def embed_class(self, class_emb: Tensor) -> Tensor:
+        return F.normalize(class_emb, dim=-1)
+
+    def loss(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> dict[str, Tensor]:
+        x, y, s = _check_batch(batch, self.config.image_dim, self.config.class_dim)
+        hinge = class_hinge_loss(self.class_scores(x, s), y, self.config.margin)
+        return {"loss": hinge, "hinge": hinge.detach()}
+
+
+@dataclass
+class DeViSECMRConfig:
+    image_dim: int | None = None
+    text_dim: int | None = None
+    class_dim: int | None = None
+    margin: float = 0.1
+
+
+@register_model("devise-cmr", config=DeViSECMRConfig, family="zeroshot",
+                paper="Frome et al. 2013 (DeViSE), as a seed 004 zero-shot retrieval baseline")
+class DeViSECMR(RetrievalModel):
+    """DeViSE-style cross-modal baseline: images and texts mapped linearly onto class embeddings.
+
+    Each modality has its own linear map into the class-embedding space and
+    the DeViSE hinge rank loss (:func:`class_hinge_loss`, margin 0.1) against
+    the unit-normalised class embeddings of ``class_emb``; retrieval ranks by
+    the cosine of the two mapped vectors. Batches hold ``image``, ``text``
+    (row-aligned pairs), ``label`` and ``class_emb``.
+    """
+
+    def __init__(self, config: DeViSECMRConfig) -> None:
+        super().__init__(config)
+        self.img_proj = nn.Linear(config.image_dim, config.class_dim, bias=False)
+        self.txt_proj = nn.Linear(config.text_dim, config.class_dim, bias=False)
+
+    def embed_image(self, image: Tensor) -> Tensor:
+        return F.normalize(self.img_proj(image), dim=-1)
+
+    def embed_text(self, text: Tensor) -> Tensor:
+        return F.normalize(self.txt_proj(text), dim=-1)
+
+    def loss(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> dict[str, Tensor]:
+        s = F.normalize(batch["class_emb"], dim=-1)
+        y = batch["label"].long()
+        hi = class_hinge_loss(self.img_proj(batch["image"]) @ s.T, y, self.config.margin)
+        ht = class_hinge_loss(self.txt_proj(batch["text"]) @ s.T, y, self.config.margin)
+        return {"loss": hi + ht, "hinge_image": hi.detach(), "hinge_text": ht.detach()}
+
+    def example_batch(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
+        c = 4
+        return {
+            "image": torch.randn(n, self.config.image_dim, generator=generator),
+            "text": torch.randn(n, self.config.text_dim, generator=generator),
+            "label": torch.randint(0, c, (n,), generator=generator),
+            "class_emb": torch.randn(c, self.config.class_dim, generator=generator),
+        }
+
+
+# --------------------------------------------------------------------------
+# closed-form models
+# --------------------------------------------------------------------------
+def eszsl_solve(x: Tensor, y: Tensor, s: Tensor, gamma: float, lam: float) -> Tensor:
+    r"""ESZSL's closed form ``V = (X^T X + gamma I)^-1 X^T Y S (S^T S + lam I)^-1``.
+
+    Romera-Paredes & Torr (2015), Eq. 9, in visem's row layout: ``x``
+    ``(N, d)`` features, ``y`` ``(N, C)`` targets in ``{-1, 1}``, ``s``
+    ``(C, a)`` class side information; returns ``V`` ``(d, a)``. It minimises
+    ``||X V S^T - Y||^2 + gamma ||V S^T||^2 + lam ||X V||^2 + gamma lam ||V||^2``
+    (:meth:`ESZSL.objective`).
+    """
+    x, y, s = x.double(), y.double(), s.double()
+    d, a = x.shape[1], s.shape[1]
+    left = x.T @ x + gamma * torch.eye(d, dtype=x.dtype, device=x.device)
+    right = s.T @ s + lam * torch.eye(a, dtype=x.dtype, device=x.device)
+    v = torch.linalg.solve(left, x.T @ y @ s)
+    return torch.linalg.solve(right.T, v.T).T  # v @ right^-1
+
+
+def sylvester_solve(a: Tensor, b: Tensor, c: Tensor, rcond: float = 1e-10) -> Tensor:
+    """Solve ``A W + W B = C`` for symmetric positive semi-definite ``A`` and ``B``.
+
+    With ``A = U diag(p) U^T`` and ``B = V diag(q) V^T``,
+    ``W = U [(U^T C V) / (p_i + q_j)] V^T``. Where ``p_i + q_j`` is (near) zero
+    the component is set to 0 (the minimum-norm solution).
+    """
+    p, u = torch.linalg.eigh(a)
+    q, v = torch.linalg.eigh(b)
+    denom = p[:, None] + q[None, :]
+    rhs = u.T @ c @ v
+    scale = max(float(denom.abs().max()), 1e-300)
+    safe = denom.abs() > rcond * scale
+    w = torch.where(safe, rhs / torch.where(safe, denom, torch.ones_like(denom)), torch.zeros_like(rhs))
+    return u @ w @ v.T
+
+
+def sae_solve(x: Tensor, s: Tensor, lam: float) -> Tensor:
+    r"""SAE's closed form: ``W`` ``(k, d)`` from ``S^T S W + lam W X^T X = (1 + lam) S^T X``.
+
+    Kodirov et al. (2017), Eq. 6-8 in visem's row layout: ``x`` ``(N, d)``
+    features, ``s`` ``(N, k)`` the side information of each sample's class.
+    It minimises ``||X - S W||^2 + lam ||X W^T - S||^2`` (:meth:`SAE.objective`).
+    """
+    x, s = x.double(), s.double()
+    return sylvester_solve(s.T @ s, lam * (x.T @ x), (1.0 + lam) * (s.T @ x))
+
+
+def _signed_onehot(y: Tensor, c: int, dtype: torch.dtype) -> Tensor:
+    return 2.0 * F.one_hot(y.long(), c).to(dtype) - 1.0
+
+
+@dataclass
+class ESZSLConfig:
+    image_dim: int | None = None
+    class_dim: int | None = None
+    gamma: float = 1.0
+    lam: float = 1.0
+
+
+@register_model("eszsl", config=ESZSLConfig, family="zeroshot",
+                paper="Romera-Paredes & Torr, ICML 2015 (ESZSL)")
+class ESZSL(ZeroShotModel):
+    """ESZSL: bilinear compatibility ``x^T V s_c`` fitted in closed form.
+
+    :meth:`loss` is the ESZSL objective (Romera-Paredes & Torr 2015, Eq. 5
+    with ``beta = gamma lam``) on the batch, summed, not averaged, so that
+    :func:`eszsl_solve` is exactly its minimiser; :meth:`finalize` sets ``V``
+    to that minimiser on the whole training set. ``gamma`` and ``lam`` are to
+    be chosen on a validation split (the paper searches ``10^-3 .. 10^3``).
+    """
+
+    def __init__(self, config: ESZSLConfig) -> None:
+        super().__init__(config)
+        self.V = nn.Parameter(0.01 * torch.randn(config.image_dim, config.class_dim))
+
+    def embed_image(self, image: Tensor) -> Tensor:
+        return image @ self.V
+
+    def embed_class(self, class_emb: Tensor) -> Tensor:
+        return class_emb
+
+    def objective(self, x: Tensor, y: Tensor, s: Tensor) -> Tensor:
+        cfg = self.config
+        v = self.V.to(x.dtype)
+        vs = v @ s.T
+        yy = _signed_onehot(y, s.shape[0], x.dtype)
+        return ((x @ vs - yy).pow(2).sum() + cfg.gamma * vs.pow(2).sum()
+                + cfg.lam * (x @ v).pow(2).sum() + cfg.gamma * cfg.lam * v.pow(2).sum())
+
+    def loss(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> dict[str, Tensor]:
+        x, y, s = _check_batch(batch, self.config.image_dim, self.config.class_dim)
+        obj = self.objective(x, y, s)
+        return {"loss": obj, "objective": obj.detach()}
+
+    @torch.no_grad()
+    def finalize(self, train: Mapping[str, Tensor]) -> None:
+        x, y, s = _check_batch(train, self.config.image_dim, self.config.class_dim)
+        v = eszsl_solve(x, _signed_onehot(y, s.shape[0], torch.float64), s, self.config.gamma, self.config.lam)
+        self.V.copy_(v.to(self.V.dtype))
+
+
+@dataclass
+class SAEConfig:
+    image_dim: int | None = None
+    class_dim: int | None = None
+    lam: float = 1.0
+    direction: Literal["v2s", "s2v"] = "v2s"
+
+
+@register_model("sae", config=SAEConfig, family="zeroshot",
+                paper="Kodirov, Xiang & Gong, CVPR 2017 (SAE)")
+class SAE(ZeroShotModel):
+    """Semantic auto-encoder: a linear encoder ``W`` to the class space whose transpose decodes back.
+
+    :meth:`loss` is the SAE objective ``||X - S W||^2 + lam ||X W^T - S||^2``
+    (Kodirov et al. 2017, Eq. 4, summed) with ``S`` the side information of
+    each sample's class; :meth:`finalize` solves it exactly
+    (:func:`sae_solve`, a Sylvester equation). Prediction by cosine
+    similarity, as the reference code: ``direction="v2s"`` compares ``W x``
+    with ``s_c`` (the paper's main setting), ``"s2v"`` compares ``x`` with
+    ``W^T s_c``. ``lam`` is chosen on a validation split.
+    """
+
+    def __init__(self, config: SAEConfig) -> None:
+        super().__init__(config)
+        self.W = nn.Parameter(0.01 * torch.randn(config.class_dim, config.image_dim))
+
+    def embed_image(self, image: Tensor) -> Tensor:
+        if self.config.direction == "v2s":
+            return F.normalize(image @ self.W.T, dim=-1)
+        return F.normalize(image, dim=-1)
+
+    def embed_class(self, class_emb: Tensor) -> Tensor:
+        if self.config.direction == "v2s":
+            return F.normalize(class_emb, dim=-1)
+        return F.normalize(class_emb @ self.W, dim=-1)
+
+    def objective(self, x: Tensor, s_per_sample: Tensor) -> Tensor:
+        w = self.W.to(x.dtype)
+        return (x - s_per_sample @ w).pow(2).sum() + self.config.lam * (x @ w.T - s_per_sample).pow(2).sum()
+
+    def loss(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> dict[str, Tensor]:
+        x, y, s = _check_batch(batch, self.config.image_dim, self.config.class_dim)
+        obj = self.objective(x, s[y])
+        return {"loss": obj, "objective": obj.detach()}
+
+    @torch.no_grad()
+    def finalize(self, train: Mapping[str, Tensor]) -> None:
+        x, y, s = _check_batch(train, self.config.image_dim, self.config.class_dim)
+        self.W.copy_(sae_solve(x, s[y], self.config.lam).to(self.W.dtype))

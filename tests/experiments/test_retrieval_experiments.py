@@ -1,0 +1,141 @@
+"""emoji-cross-style and emoji-sparse: the full code path on a synthetic emoji-like corpus."""
+
+import numpy as np
+import pytest
+import torch
+
+from visem.experiments import format_table, get_experiment
+from visem.experiments.retrieval import (
+    ABLATIONS,
+    Budget,
+    IndexSampler,
+    JointSampler,
+    cross_style,
+    region_pca,
+    setting_name,
+    sparse,
+    split_concepts,
+    synthetic_corpus,
+)
+
+CROSS = ("vsepp", "vsa-ae", "vsa-e-mmd", "vsa-ae-mmd")
+SPARSE = ("vsepp", "scan-xattn", "a3vse")
+METRICS = {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _budget(names, steps=4):
+    small = {"vsepp": {"embed_dim": 16, "word_dim": 8},
+             "vsa-ae": {"hidden_dim": 16, "channels": (8, 8), "word_dim": 8},
+             "vsa-e-mmd": {"hidden_dim": 16, "channels": (8, 8), "word_dim": 8},
+             "vsa-ae-mmd": {"hidden_dim": 16, "channels": (8, 8), "word_dim": 8},
+             "scan-xattn": {"embed_dim": 16, "word_dim": 8},
+             "a3vse": {"embed_dim": 16, "word_dim": 8, "disc_hidden": 16, "heads": 2}}
+    return Budget(steps={m: steps for m in names}, batch_size={m: 8 for m in names}, lr={m: 1e-3 for m in names},
+                  model={m: small[m] for m in names}, test_fraction=0.25, log_every=2)
+
+
+def test_experiments_are_registered():
+    assert get_experiment("emoji-cross-style").paper.startswith("seed 001")
+    assert get_experiment("emoji-sparse").paper.startswith("seed 003")
+
+
+def test_concept_split_is_disjoint_and_seeded():
+    concept = np.repeat(np.arange(20), 2)
+    tr, te = split_concepts(concept, 0.25, seed=3)
+    assert len(te) == 5 and not set(tr) & set(te) and set(tr) | set(te) == set(range(20))
+    assert np.array_equal(split_concepts(concept, 0.25, seed=3)[1], te)
+
+
+def test_samplers_gather_and_resume_exactly():
+    table = torch.arange(10.0).view(10, 1) * 10
+    a = IndexSampler({"i": torch.arange(10)}, {"x": ("i", table)}, batch_size=3, seed=0)
+    b = IndexSampler({"i": torch.arange(7)}, {"y": ("i", table)}, batch_size=2, seed=1)
+    joint = JointSampler({"a": a, "b": b})
+    for _ in range(5):
+        next(joint)
+    state = joint.state_dict()
+    expected = [next(joint) for _ in range(4)]
+    a2 = IndexSampler({"i": torch.arange(10)}, {"x": ("i", table)}, batch_size=3, seed=0)
+    b2 = IndexSampler({"i": torch.arange(7)}, {"y": ("i", table)}, batch_size=2, seed=1)
+    joint2 = JointSampler({"a": a2, "b": b2})
+    joint2.load_state_dict(state)
+    for want in expected:
+        got = next(joint2)
+        assert torch.equal(got["x"], want["x"]) and torch.equal(got["y"], want["y"])
+    assert expected[0]["x"].dtype == torch.float32 and expected[0]["x"].shape == (3, 1)
+
+
+def test_cross_style_rows_and_unpaired_target(tmp_path):
+    corpus = synthetic_corpus(n_concepts=16)
+    res = cross_style(corpus, tmp_path, _budget(CROSS))
+    rows = res["rows"]
+    assert [(r["model"], r["setting"]) for r in rows] == [(m, s) for m in CROSS for s in ("target", "source")]
+    for r in rows:
+        assert METRICS <= set(r) and r["dataset"] == "emoji"
+        assert ("bleu4" in r) == (r["model"] in ("vsa-ae", "vsa-ae-mmd"))
+        assert 0.0 <= r["i2t_r10"] <= 100.0
+    cfg = res["config"]
+    assert cfg["n_test_concepts"] == 4 and cfg["n_target_images"] == 12
+    # each model trained its steps and left its weights
+    assert all((tmp_path / m / "model.safetensors").exists() for m in CROSS)
+    table = format_table({"experiment": "emoji-cross-style", "rows": rows, "paper": []})
+    assert "vsa-ae-mmd" in table
+
+
+def test_sparse_rows_ablations_and_tag_baseline(tmp_path):
+    corpus = synthetic_corpus(n_concepts=16)
+    res = sparse(corpus, tmp_path, _budget(SPARSE, steps=3), settings=((0.25, 1),), ablation_setting=(0.25, 1),
+                 full=True)
+    got = [(r["model"], r["setting"]) for r in res["rows"]]
+    expected = [(m, "sparse-25-1") for m in SPARSE] + [(a, "sparse-25-1") for a in ABLATIONS]
+    expected += [(m, "full") for m in SPARSE] + [("s_g", "no-pairs")]
+    assert got == expected
+    assert all(METRICS <= set(r) for r in res["rows"])
+    splits = res["config"]["splits"]
+    assert splits["sparse-25-1"] == {"paired_images": 6, "pairs": 6, "unpaired_images": 18}
+    assert splits["full"] == {"paired_images": 24, "pairs": 48, "unpaired_images": 0}
+    assert res["config"]["n_test_images"] == 4  # held-out concepts, one style
+    # the synthetic tags are the caption words: tag matching finds each caption's image
+    s_g = res["rows"][-1]
+    assert s_g["t2i_r1"] == 100.0 and s_g["i2t_r1"] == 100.0
+
+
+def test_region_pca_keeps_the_dominant_directions_fitted_on_training_images():
+    g = np.random.default_rng(0)
+    basis = np.linalg.qr(g.standard_normal((10, 2)))[0]  # 2 strong directions in 10-d
+    grid = (g.standard_normal((30, 5, 2)) * [5.0, 3.0]) @ basis.T + 0.01 * g.standard_normal((30, 5, 10))
+    out = region_pca(grid.astype(np.float32), np.arange(20), k=2)
+    assert out.shape == (30, 5, 2) and out.dtype == np.float32
+    # two components carry (almost) all of the variance, images outside the fit set included
+    centred = grid[20:] - grid[:20].reshape(-1, 10).mean(0)
+    assert np.allclose((out[20:] ** 2).sum(), (centred ** 2).sum(), rtol=1e-3)
+    with pytest.raises(ValueError, match="grid_pca"):
+        region_pca(grid, np.arange(20), k=11)
+
+
+def test_setting_names():
+    assert setting_name(0.1, 1) == "sparse-10-1"
+    assert setting_name(0.5, 0) == "sparse-50-all"
+    assert setting_name(1.0, 0) == "full"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["emoji-cross-style", "emoji-sparse"])
+def test_quick_reproduction_on_emoji(tmp_path, name):
+    pytest.importorskip("visem.features")
+    from visem.data.paths import DataError
+    from visem.experiments import reproduce
+
+    try:
+        res = reproduce(name, tmp_path, quick=True)
+    except DataError as exc:
+        pytest.skip(f"emoji data or features not prepared: {exc}")
+    assert (tmp_path / "results.json").exists() and res["rows"] and res["paper"]
