@@ -432,8 +432,8 @@ class JMVAE(_JointModel):
 
     ``loss = E_q(z|x,l)[-log p(x|z) - log p(l|z)] + KL(q(z|x,l) || N(0, I))
     + alpha (KL(q(z|x,l) || q(z|x)) + KL(q(z|x,l) || q(z|l)))``, one sample of
-    the joint posterior. ``alpha = 0.1`` (Suzuki et al.'s JMVAE-kl weight; the
-    default of public JMVAE-kl implementations). Annotation uses q(z|x) and
+    the joint posterior. ``alpha = 0.1`` (seed 002 gives no value; 0.1 is the
+    default of the MultiVae reimplementation of JMVAE-kl). Annotation uses q(z|x) and
     the label Gaussians q(z|l); generation samples q(z|l). ``p(l|z)`` is one
     dense layer, categorical.
     """
@@ -505,7 +505,7 @@ class SCANConfig:
 @register_model("scan-bvae", config=SCANConfig, family="generative",
                 paper="seed 002 section 3 (SCAN, Higgins et al. 2018, on a beta-VAE)")
 class SCANBetaVAE(PSE):
-    """SCAN: a beta-VAE (beta = 10) whose posteriors the label Gaussians are fitted to afterwards.
+    """SCAN: a beta-VAE (beta = 10) with label Gaussians fitted to its image posteriors.
 
     ``loss = E_q(z|x)[-log p(x|z)] + beta KL(q(z|x) || N(0, I))
     + KL(sg[q(z|x)] || q(z|l))`` where ``sg`` stops the gradient. The last

@@ -39,16 +39,21 @@ def register_task(name: str) -> Callable[[Callable[..., TaskData]], Callable[...
 
 
 def list_tasks() -> list[str]:
+    # experiment modules register the data tasks of their model families
+    from visem.experiments import list_experiments
+
+    list_experiments()
     return sorted(_TASKS)
 
 
 def build_task(data_cfg: Mapping[str, Any]) -> TaskData:
     cfg = dict(data_cfg)
+    known = list_tasks()
     name = cfg.pop("name", None)
     if name is None:
-        raise ConfigError(f"data.name is required; known data tasks: {', '.join(list_tasks())}")
+        raise ConfigError(f"data.name is required; known data tasks: {', '.join(known)}")
     if name not in _TASKS:
-        raise ConfigError(f"unknown data task {name!r}; known: {', '.join(list_tasks())}")
+        raise ConfigError(f"unknown data task {name!r}; known: {', '.join(known)}")
     try:
         return _TASKS[name](**cfg)
     except TypeError as exc:
