@@ -43,6 +43,7 @@ __all__ = [
     "kl_diag_gaussians",
     "mmd",
     "ranking_loss",
+    "ranking_loss_from_scores",
     "wasserstein2_diag",
 ]
 
@@ -121,7 +122,18 @@ def ranking_loss(img: Tensor, txt: Tensor, margin: float = 0.2, hardest: bool = 
         )
     if img.shape[0] < 2:
         raise ValueError(f"ranking_loss needs a batch of at least 2 pairs, got img {tuple(img.shape)}")
-    scores = img @ txt.T
+    return ranking_loss_from_scores(img @ txt.T, margin=margin, hardest=hardest)
+
+
+def ranking_loss_from_scores(scores: Tensor, margin: float = 0.2, hardest: bool = False) -> Tensor:
+    """:func:`ranking_loss` on a precomputed ``(B, B)`` score matrix (diagonal = pairs).
+
+    For models whose pair score is not a dot product of two embeddings (SCAN's
+    cross attention); same formula, reduction and ``hardest`` switch.
+    """
+    _check_tensor("scores", scores, 2)
+    if scores.shape[0] != scores.shape[1] or scores.shape[0] < 2:
+        raise ValueError(f"scores must be a square (B, B) matrix with B >= 2, got {tuple(scores.shape)}")
     pos = scores.diagonal()
     eye = torch.eye(scores.shape[0], dtype=torch.bool, device=scores.device)
     # cost_txt[i, j]: image i as anchor, caption j as negative.

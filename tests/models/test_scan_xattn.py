@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from visem.losses import ranking_loss
 from visem.metrics import retrieval_recall
 from visem.models import build_model
-from visem.models.scan_xattn import hinge_from_scores, recall_from_scores
+from visem.losses import ranking_loss_from_scores
+from visem.models.scan_xattn import recall_from_scores
 
 DIMS = {"image_dim": 12, "vocab_size": 30}
 SMALL = {"embed_dim": 16, "word_dim": 8}
@@ -79,7 +80,7 @@ def test_recall_and_hinge_from_scores_agree_with_embedding_versions():
     assert recall_from_scores(img @ txt.T, t2i) == retrieval_recall(img, txt, t2i)
     pairs = txt[::2]
     for hardest in (True, False):
-        assert hinge_from_scores(img @ pairs.T, 0.2, hardest).item() == pytest.approx(
+        assert ranking_loss_from_scores(img @ pairs.T, 0.2, hardest).item() == pytest.approx(
             ranking_loss(img, pairs, 0.2, hardest).item(), rel=1e-6)
 
 

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from visem.losses import kl_diag_gaussians, mmd, wasserstein2_diag
 from visem.metrics import mean_average_precision, precision_at_k
 from visem.models.base import RetrievalModel, check_finite
+from visem.models.layers import mlp
 from visem.models.registry import register_model
 from visem.models.zeroshot import ZeroShotModel
 
@@ -63,22 +64,13 @@ def cross_modal_map(img_emb: Tensor, txt_emb: Tensor, img_label: Tensor, txt_lab
     return {"i2t_map": i2t, "t2i_map": t2i, "avg_map": (i2t + t2i) / 2, "p_at_100": (p1 + p2) / 2}
 
 
-def _mlp(sizes: list[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
 class VAE(nn.Module):
     """A Gaussian VAE: MLP encoder to ``(mu, logvar)``, MLP decoder back."""
 
     def __init__(self, in_dim: int, hidden: tuple[int, ...], latent_dim: int) -> None:
         super().__init__()
-        self.encoder = _mlp([in_dim, *hidden, 2 * latent_dim])
-        self.decoder = _mlp([latent_dim, *reversed(hidden), in_dim])
+        self.encoder = mlp([in_dim, *hidden, 2 * latent_dim])
+        self.decoder = mlp([latent_dim, *reversed(hidden), in_dim])
         self.latent_dim = latent_dim
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -151,8 +143,8 @@ class LCALE(RetrievalModel):
         self.vae_v = VAE(config.image_dim, h, k)
         self.vae_t = VAE(config.text_dim, h, k)
         self.vae_c = VAE(config.class_dim, h, k)
-        self.reg_v = _mlp([config.image_dim, *config.reg_hidden, config.class_dim])
-        self.reg_t = _mlp([config.text_dim, *config.reg_hidden, config.class_dim])
+        self.reg_v = mlp([config.image_dim, *config.reg_hidden, config.class_dim])
+        self.reg_t = mlp([config.text_dim, *config.reg_hidden, config.class_dim])
 
     def embed_image(self, image: Tensor) -> Tensor:
         return self.vae_v.encode(image)[0]
@@ -515,8 +507,8 @@ class DCCA(RetrievalModel):
 
     def __init__(self, config: DCCAConfig) -> None:
         super().__init__(config)
-        self.f = _mlp([config.image_dim, *config.hidden, config.out_dim])
-        self.g = _mlp([config.text_dim, *config.hidden, config.out_dim])
+        self.f = mlp([config.image_dim, *config.hidden, config.out_dim])
+        self.g = mlp([config.text_dim, *config.hidden, config.out_dim])
         self.register_buffer("proj1", torch.eye(config.out_dim))
         self.register_buffer("proj2", torch.eye(config.out_dim))
         self.register_buffer("mean1", torch.zeros(config.out_dim))

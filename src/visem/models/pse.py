@@ -63,6 +63,7 @@ from torch import Tensor, nn
 
 from visem.losses import kl_diag_gaussians
 from visem.models.base import EmbeddingModel
+from visem.models.layers import mlp
 from visem.models.registry import register_model
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -71,16 +72,6 @@ LOG_2PI = math.log(2.0 * math.pi)
 # --------------------------------------------------------------------------
 # shared blocks
 # --------------------------------------------------------------------------
-def mlp(sizes: Sequence[int]) -> nn.Sequential:
-    """Dense layers ``sizes[0] -> ... -> sizes[-1]``, ReLU between them (none after the last)."""
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
 class GaussianEncoder(nn.Module):
     """MLP ``in_dim -> hidden... -> (mu, logvar)`` of a diagonal Gaussian over ``latent_dim``.
 

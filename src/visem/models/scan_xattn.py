@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from visem.losses import ranking_loss_from_scores
 from visem.metrics import retrieval_recall
 from visem.models.base import EmbeddingModel
 from visem.models.registry import register_model
@@ -54,23 +55,6 @@ def recall_from_scores(scores: Tensor, txt_to_img: Tensor) -> dict[str, float]:
         raise ValueError(f"scores must be (n_images, n_captions), got {tuple(scores.shape)}")
     eye = torch.eye(scores.shape[0], dtype=scores.dtype, device=scores.device)
     return retrieval_recall(eye, scores.T.contiguous(), txt_to_img)
-
-
-def hinge_from_scores(scores: Tensor, margin: float, hardest: bool = True) -> Tensor:
-    """The bidirectional hinge triplet loss of a ``(B, B)`` score matrix (diagonal = pairs).
-
-    Same formula as :func:`visem.losses.ranking_loss` (which takes
-    embeddings); needed where scores are not dot products.
-    """
-    pos = scores.diagonal()
-    eye = torch.eye(scores.shape[0], dtype=torch.bool, device=scores.device)
-    cost_txt = (margin + scores - pos[:, None]).clamp(min=0).masked_fill(eye, 0.0)
-    cost_img = (margin + scores - pos[None, :]).clamp(min=0).masked_fill(eye, 0.0)
-    if hardest:
-        per_pair = cost_txt.amax(dim=1) + cost_img.amax(dim=0)
-    else:
-        per_pair = cost_txt.sum(dim=1) + cost_img.sum(dim=0)
-    return per_pair.mean()
 
 
 @dataclass
@@ -168,7 +152,7 @@ class SCANXAttn(EmbeddingModel):
         regions = self.encode_regions(batch["image"])
         words, mask = self.encode_words(batch["text"])
         s = self.scores(regions, words, mask)
-        rank = hinge_from_scores(s, self.config.margin, self.config.hardest)
+        rank = ranking_loss_from_scores(s, self.config.margin, self.config.hardest)
         return {"loss": rank, "ranking": rank.detach()}
 
     @torch.no_grad()
