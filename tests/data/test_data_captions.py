@@ -29,7 +29,7 @@ def test_csv_with_every_kind_of_problem(tmp_path):
         "a.png,A red square,red;square,shape\n"  # line 2
         "a.png,a second caption for a,,shape\n"  # 3
         "a.png,A red square,,shape\n"  # 4 duplicate
-        "b.png,,blue,shape\n"  # 5 empty caption (b kept)
+        "b.png,,blue,shape\n"  # 5 no caption but tags and label: an uncaptioned image, not a problem
         "missing.png,where is it,,\n"  # 6 missing image
         "c.png,too,many,fields,here\n"  # 7 malformed
         "broken.png,cannot open,,\n"  # 8 unreadable
@@ -37,12 +37,13 @@ def test_csv_with_every_kind_of_problem(tmp_path):
         ",no image,,\n"  # 10 malformed (no image)
         "c.png,c caption,,animal\n"  # 11
         "c.png,c caption again,,plant\n"  # 12 label conflict (caption kept)
+        "b.png,   ,,\n"  # 13 empty caption, nothing else on the row
     )
     d = load_captions(tmp_path / "ann.csv", images=img)
     r = d.report
     kinds = {i.kind: i for i in r.issues}
     assert r.counts() == {"duplicate": 1, "empty_caption": 1, "missing_image": 1, "malformed": 2, "unreadable": 1, "label_conflict": 1}
-    assert kinds["duplicate"].line == 4 and kinds["empty_caption"].line == 5
+    assert kinds["duplicate"].line == 4 and kinds["empty_caption"].line == 13
     assert kinds["missing_image"].line == 6 and "missing.png" in kinds["missing_image"].message
     assert sorted(i.line for i in r.of("malformed")) == [7, 10]
     assert "broken.png" in kinds["unreadable"].message and kinds["unreadable"].line == 8
@@ -51,7 +52,7 @@ def test_csv_with_every_kind_of_problem(tmp_path):
     assert d.images == ["a.png", "b.png", "sub/d.jpg", "c.png", "lonely.png"]
     assert d.captions == ["A red square", "a second caption for a", "a caption, with a comma", "c caption", "c caption again"]
     assert d.caption_image.tolist() == [0, 0, 2, 3, 3]
-    assert d.uncaptioned.tolist() == [1, 4]  # b (empty caption) and lonely
+    assert d.uncaptioned.tolist() == [1, 4]  # b (no caption) and lonely
     assert d.tags[0] == ["red", "square"] and d.tags[2] == ["x", "y"] and d.tags[1] == ["blue"]
     assert d.class_names == ["animal", "other", "shape"]
     assert d.labels.tolist() == [2, 2, 1, 0, -1]

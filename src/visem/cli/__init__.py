@@ -14,7 +14,7 @@ import sys
 
 from visem import __version__
 
-COMMAND_MODULES = ("visem.cli.core", "visem.cli.data")
+COMMAND_MODULES = ("visem.cli.core", "visem.cli.data", "visem.cli.search")
 
 
 def build_parser() -> argparse.ArgumentParser:

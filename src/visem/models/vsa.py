@@ -80,6 +80,7 @@ class VSAConfig:
 class VSABase(TokenRetrievalModel):
     """Visual FC auto-encoder + conv text auto-encoder, codes compared by cosine."""
 
+    training_kind = "domains"  # batches: src.image/src.text (paired) and tgt.image/tgt.text (unpaired)
     use_mmd: bool = True
     use_decoders: bool = True
 

@@ -48,8 +48,15 @@ def check_features(name: str, x: Tensor, dim: int, ndim: int = 2) -> Tensor:
 
 
 class TokenRetrievalModel(RetrievalModel):
-    """A retrieval model whose texts are token ids: chunked embedding at evaluation."""
+    """A retrieval model whose texts are token ids: chunked embedding at evaluation.
 
+    ``training_kind`` names the batches :meth:`loss` reads (``pairs``:
+    ``image``/``text``); ``region_features`` is true when images are region
+    sets ``(B, R, image_dim)`` rather than vectors. The search index reads both.
+    """
+
+    training_kind: str = "pairs"
+    region_features: bool = False
     eval_chunk: int = 512
 
     @torch.no_grad()

@@ -1,0 +1,162 @@
+"""Search commands: ``visem index build|add|eval|info``, ``visem search``, ``visem serve``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from visem.config import parse_overrides
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("index", help="build, extend, evaluate or describe a search index")
+    isub = p.add_subparsers(dest="index_command", metavar="SUBCOMMAND", required=True)
+
+    b = isub.add_parser("build", help="train on a folder of images and a caption file, write a searchable index")
+    b.add_argument("--images", required=True, help="folder of images (searched recursively)")
+    b.add_argument("--captions", default=None,
+                   help="CSV or JSONL of image,caption rows (optional tags, label columns); most images may have none")
+    b.add_argument("--out", required=True, help="index folder to write")
+    b.add_argument("--method", default=None, help="a retrieval model to train instead of the automatic choice")
+    b.add_argument("--source", default=None, help="a paired source index to adapt from (VSA-AE-MMD)")
+    b.add_argument("--steps", type=int, default=None, help="training steps (default: from the data size)")
+    b.add_argument("--batch-size", type=int, default=64)
+    b.add_argument("--lr", type=float, default=5e-4)
+    b.add_argument("--embed-dim", type=int, default=256)
+    b.add_argument("--crop", type=float, default=1.0, help="centre-crop fraction before resizing (0.875 for photos)")
+    b.add_argument("--exact-max", type=int, default=50_000, help="exact search up to this many images, IVF above")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a model config value, e.g. --set heads=2 (repeatable)")
+    b.add_argument("--force", action="store_true", help="replace an existing index at --out")
+    b.add_argument("--quiet", action="store_true", help="no progress bars")
+    b.set_defaults(func=cmd_build)
+
+    a = isub.add_parser("add", help="embed new images into an index without retraining")
+    a.add_argument("index")
+    a.add_argument("--images", required=True, help="folder of new images")
+    a.add_argument("--quiet", action="store_true")
+    a.set_defaults(func=cmd_add)
+
+    e = isub.add_parser("eval", help="R@1/5/10 both ways on held-out image,caption rows")
+    e.add_argument("index")
+    e.add_argument("--captions", required=True, help="CSV or JSONL of held-out image,caption rows")
+    e.add_argument("--images", default=None, help="folder the rows' paths are relative to (default: the index's)")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_eval)
+
+    i = isub.add_parser("info", help="what an index holds and how it was built")
+    i.add_argument("index")
+    i.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("search", help="search an index by text, or by image with --image")
+    s.add_argument("index")
+    s.add_argument("query", nargs="?", default=None, help="text query")
+    s.add_argument("--image", default=None, help="an image file as the query (similar images and captions)")
+    s.add_argument("-k", type=int, default=10, help="results to show")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=cmd_search)
+
+    v = sub.add_parser("serve", help="serve the search page and its JSON API")
+    v.add_argument("index")
+    v.add_argument("--host", default="127.0.0.1")
+    v.add_argument("--port", type=int, default=8000)
+    v.set_defaults(func=cmd_serve)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from visem.search import BuildOptions, build_index
+
+    opts = BuildOptions(method=args.method, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                        embed_dim=args.embed_dim, seed=args.seed, crop=args.crop, exact_max=args.exact_max,
+                        model=parse_overrides(args.overrides), progress=not args.quiet)
+    rep = build_index(args.images, args.captions, args.out, opts, source=args.source, overwrite=args.force)
+    print(f"method: {rep.method} ({rep.reason})")
+    print(f"images: {rep.n_images} ({rep.n_captioned} captioned, {rep.n_captions} captions; "
+          f"{rep.n_pseudo} with pseudo captions from {rep.pseudo_source})")
+    if rep.skipped:
+        print("skipped: " + ", ".join(f"{n} {k}" for k, n in rep.skipped.items()))
+        for line in rep.problems:
+            print(f"  {line}")
+    ann = rep.ann
+    if ann["kind"] == "exact":
+        print(f"vectors: exact inner-product search over {ann['n']} x {ann['dim']}")
+    else:
+        print(f"vectors: IVF ({ann['nlist']} lists, nprobe {ann['nprobe']}) over {ann['n']} x {ann['dim']}; "
+              f"recall@10 against exact search {ann['recall_at_10']:.3f} on {ann['n_queries']} queries")
+    print(f"trained {rep.steps} steps; built in {rep.seconds:.0f} s -> {args.out}")
+    return 0
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    from visem.search import SearchIndex
+
+    rep = SearchIndex.open(args.index).add_images(args.images, progress=not args.quiet)
+    print(f"added {rep['added']} images ({rep['already_indexed']} already indexed); index now {rep['n_images']}")
+    if rep["skipped"]:
+        print("skipped: " + ", ".join(f"{n} {k}" for k, n in rep["skipped"].items()))
+        for line in rep["problems"]:
+            print(f"  {line}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from visem.search import SearchIndex
+
+    res = SearchIndex.open(args.index).evaluate(args.captions, args.images)
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    print(f"{res['n_captions']} held-out captions of {res['n_images']} images ({res['in_index']} of them indexed)")
+    if res["overlap"]:
+        print(f"warning: {res['overlap']} of these pairs were training pairs: not a held-out measurement")
+    print("            R@1    R@5   R@10   medR")
+    for d, label in (("i2t", "image->text"), ("t2i", "text->image")):
+        print(f"{label:<11} {res[d + '_r1']:5.1f}  {res[d + '_r5']:5.1f}  {res[d + '_r10']:5.1f}  {res[d + '_medr']:5.1f}")
+    print(f"rsum {res['rsum']:.1f}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from visem.search import SearchIndex
+
+    print(json.dumps(SearchIndex.open(args.index).info(), indent=2))
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from visem.search import SearchIndex
+
+    if (args.query is None) == (args.image is None):
+        raise ValueError("give a text QUERY or --image PATH (one of them)")
+    idx = SearchIndex.open(args.index)
+    if args.image is not None:
+        res = idx.search_image(args.image, k=args.k)
+        if args.json:
+            print(json.dumps(res.to_dict(), indent=2))
+            return 0
+        print("similar images:")
+        for r, h in enumerate(res.images, 1):
+            print(f"{r:3d}. {h.score:7.4f}  {idx._path_of(h.id)}" + (f"  \"{h.caption}\"" if h.caption else ""))
+        print("captions:")
+        for r, c in enumerate(res.captions, 1):
+            print(f"{r:3d}. {c.score:7.4f}  \"{c.caption}\"  ({idx.name(c.image_id)})")
+        return 0
+    hits = idx.search_text(args.query, k=args.k)
+    ex = idx.explain_query(args.query)
+    if args.json:
+        print(json.dumps({"query": ex, "results": [h.to_dict() for h in hits]}, indent=2))
+        return 0
+    if ex["unknown"]:
+        print("words not in the index's vocabulary (ignored): " + ", ".join(ex["unknown"]))
+    for r, h in enumerate(hits, 1):
+        print(f"{r:3d}. {h.score:7.4f}  {idx._path_of(h.id)}" + (f"  \"{h.caption}\"" if h.caption else ""))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from visem.search.server import serve
+
+    print(f"serving {args.index} on http://{args.host}:{args.port}/ (Ctrl-C to stop)")
+    serve(args.index, host=args.host, port=args.port)
+    return 0

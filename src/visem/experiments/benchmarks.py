@@ -1,0 +1,425 @@
+"""The paper models on the user's copies of the papers' data sets: ``visem reproduce NAME --data PATH``.
+
+``zsl-xian`` (seed 000 protocol, ``--data`` = a Xian et al. folder)
+    :func:`visem.experiments.zeroshot.run_xian`: ESZSL, SAE, DeViSE, ReViSE
+    (inductive, transductive, transductive with adaptation) and CADA-VAE on the
+    proposed split; rows ``unseen_accuracy``, ``gzsl_seen``, ``gzsl_unseen``,
+    ``gzsl_h``, ``retrieval_map`` (percent).
+
+``zscmr-mat`` (seed 004 protocol, ``--data`` = a cross-modal ``.mat`` file)
+    LCALE, its four ablations, CADA-VAE, DCCA and the DeViSE-style baseline of
+    ``zscmr-emoji`` (:func:`visem.experiments.zeroshot.run_cmr_models`) on
+    the file's image / text features; rows ``i2t_map``, ``t2i_map``,
+    ``avg_map``, ``p_at_100`` (fractions). See :func:`cmr_mat_split`.
+
+``retrieval-precomp`` (seed 003 protocol, ``--data`` = a VSE++ / SCAN
+precomp folder)
+    VSE++ and, when the features are regions, SCAN and A3VSE, at ``full`` and
+    the sparse settings of seed 003
+    (:func:`visem.experiments.retrieval.sparse_grid`); evaluated on
+    ``testall`` (else ``test``) with the COCO 1K 5-fold and 5K protocols when
+    it has 5,000 images, the 1K protocol when it has 1,000 (Flickr30K). Rows
+    keyed as :func:`visem.metrics.retrieval_recall` names them.
+
+Nothing is selected on test data: the neural models' settings are fixed in
+advance, the closed-form zero-shot models' regularisers are chosen on a
+validation split inside the seen classes, and every model trains a fixed
+number of steps and is evaluated once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from visem.data.paths import DataError
+from visem.experiments import register_experiment
+from visem.experiments.retrieval import Budget, Corpus, EvalProtocol, SPARSE_SETTINGS, sparse_grid
+from visem.experiments.zeroshot import _CMR_RUNS, _SEED004, CMRSplit, make_cmr_split, run_cmr_models, run_xian, standardize_cmr
+
+XIAN_LAYOUT = ("a Xian et al. data set folder (AwA2, CUB, SUN, ...) holding res101.mat ('features' D x N, 'labels') "
+               "and att_splits.mat ('att', 'trainval_loc', 'test_seen_loc', 'test_unseen_loc')")
+MAT_LAYOUT = ("a cross-modal .mat file (Wikipedia / Pascal Sentences / NUS-WIDE style) holding image features, "
+              "text features and class labels, e.g. I_tr, T_tr, L_tr (and I_te, T_te, L_te)")
+PRECOMP_LAYOUT = ("a VSE++ / SCAN precomp folder (f30k_precomp, coco_precomp) holding train_ims.npy + train_caps.txt "
+                  "and testall_ims.npy + testall_caps.txt (or test_*): (N, D) or (N, 36, D) features, 5 captions per image")
+
+
+# --------------------------------------------------------------------------
+# zsl-xian
+# --------------------------------------------------------------------------
+@register_experiment("zsl-xian", description="zero-shot recognition / GZSL / retrieval on a Xian-format benchmark "
+                     "(ESZSL, SAE, DeViSE, ReViSE inductive + transductive, CADA-VAE)",
+                     paper="seed 000 (ReViSE) protocol on Xian et al.'s proposed split",
+                     data="required", data_layout=XIAN_LAYOUT)
+def run_zsl_xian(out_dir: Path, quick: bool = False, seed: int = 0, progress: bool = False,
+                 data: Path | None = None, steps: int | None = None) -> dict[str, Any]:
+    res = run_xian(data, quick=quick, seed=seed, steps=steps)
+    res["config"]["budget"] = "3000 steps, batch 128, Adam 1e-3 per neural model (quick: 40)"
+    return res
+
+
+# --------------------------------------------------------------------------
+# zscmr-mat
+# --------------------------------------------------------------------------
+def _mat_splits(path: Path, mat: dict[str, np.ndarray]) -> list[str]:
+    from visem.data.crossmodal import classify_key
+
+    found = {sp for key in mat if (r := classify_key(key)) is not None and r[0] == "image" for sp in [r[1]]}
+    if not found:
+        raise DataError(f"{path}: no image feature variable found (variables: {', '.join(sorted(mat)) or 'none'}; "
+                        f"expected {MAT_LAYOUT})")
+    return [sp for sp in ("train", "val", "test", "all") if sp in found]
+
+
+def _single_labels(d: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows kept, int64 labels)``: multi-hot rows with exactly one label become that label, others are dropped."""
+    if not d.multilabel:
+        return np.arange(len(d.labels)), d.labels.astype(np.int64)
+    one = np.flatnonzero(d.labels.sum(1) == 1)
+    return one, d.labels[one].argmax(1).astype(np.int64)
+
+
+def _class_names(mat: dict[str, np.ndarray], n_classes: int) -> list[str] | None:
+    """Class names stored in the file: a string array with one entry per class, if there is one."""
+    from visem.data.matfile import mat_strings
+
+    for key, value in sorted(mat.items()):
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "UO" or arr.size != n_classes:
+            continue
+        try:
+            names = mat_strings(arr)
+        except Exception:  # noqa: BLE001  (not a cell of strings)
+            continue
+        if len(names) == n_classes and all(isinstance(n, str) and n for n in names):
+            return names
+    return None
+
+
+def load_cmr_mat(path: str | Path) -> dict[str, Any]:
+    """The pairs of a cross-modal ``.mat`` file, every split, single-label.
+
+    Returns ``{"splits": {split: (image, text, labels)}, "n_classes", "class_names",
+    "dropped_multilabel", "name"}``. Multi-label files (N x C multi-hot) keep
+    the pairs with exactly one label; pairs are rows (image row ``i`` with text
+    row ``i``), labelled with the image labels.
+    """
+    from visem.data.crossmodal import load_crossmodal
+    from visem.data.matfile import load_mat
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: not a file (expected {MAT_LAYOUT})")
+    mat = load_mat(path, MAT_LAYOUT)
+    out: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    dropped = 0
+    for sp in _mat_splits(path, mat):
+        d = load_crossmodal(path, split=sp)
+        keep, lab = _single_labels(d)
+        dropped += len(d) - len(keep)
+        out[sp] = (d.image[keep], d.text[keep], lab)
+    if "all" in out and len(out) > 1:
+        del out["all"]  # split variables win over unsplit ones
+    if sum(len(v[2]) for v in out.values()) == 0:
+        raise DataError(f"{path}: no image-text pair with exactly one class label")
+    n_classes = int(max(int(v[2].max()) for v in out.values() if len(v[2])) + 1)
+    return {"splits": out, "n_classes": n_classes, "class_names": _class_names(mat, n_classes),
+            "dropped_multilabel": dropped, "name": path.stem}
+
+
+def _text_prototypes(split: CMRSplit, n_classes: int) -> torch.Tensor:
+    """Class embedding = l2-normalised mean of the (z-scored) training texts of each seen class; unseen rows 0."""
+    emb = torch.zeros(n_classes, split.train_text.shape[1])
+    for c in split.seen.tolist():
+        emb[c] = split.train_text[split.train_label == c].mean(0)
+    return emb / emb.norm(dim=1, keepdim=True).clamp(min=1e-8)
+
+
+def cmr_class_embedding(names: list[str] | None) -> tuple[np.ndarray | None, str]:
+    """GloVe 50d of the class names when the file has names and GloVe knows a word of each, else ``None``."""
+    if names is None:
+        return None, "the file holds no class names"
+    try:
+        from visem.features.text import glove_phrases
+
+        pv = glove_phrases(names, all_oov="zero")
+    except DataError as exc:
+        return None, f"GloVe unavailable ({exc})"
+    if pv.empty:
+        return None, f"no GloVe word in class name(s) {[names[i] for i in pv.empty][:5]}"
+    return pv.vectors.astype(np.float32), "glove-6b-50d class names"
+
+
+def cmr_mat_split(data: dict[str, Any], seed: int = 0, unseen_fraction: float = 0.25,
+                  class_emb: np.ndarray | None = None) -> tuple[CMRSplit, str]:
+    """The zero-shot split of :func:`load_cmr_mat`'s pairs; returns ``(split, how)``.
+
+    * The file defines it when its ``train`` and ``test`` label sets are
+      disjoint: seen = the training classes (their ``train`` / ``val`` pairs),
+      unseen = the test classes (their ``test`` pairs).
+    * Otherwise every split's pairs are pooled and a seeded ``unseen_fraction``
+      of the classes is unseen (:func:`make_cmr_split`): training = every pair
+      of a seen class, test = every pair of an unseen class.
+
+    Features are z-scored with the training pairs' statistics. Class embedding:
+    ``class_emb`` (C, K) when given (GloVe of the class names), else the
+    l2-normalised mean training text of each seen class (the unseen classes'
+    rows are never read: training sees the seen classes' rows only and the
+    evaluation embeds images and texts alone).
+    """
+    sp = data["splits"]
+    n_cls = data["n_classes"]
+    placeholder = np.zeros((n_cls, 1), dtype=np.float32)
+    defined = "train" in sp and "test" in sp and not np.intersect1d(sp["train"][2], sp["test"][2]).size
+    if defined:
+        tr = [sp[k] for k in ("train", "val") if k in sp]
+        xi, xt, y = (np.concatenate([t[j] for t in tr]) for j in range(3))
+        ti, tt, ty = sp["test"]
+        if np.intersect1d(y, ty).size:
+            raise DataError("the val pairs share classes with the test pairs: not a zero-shot split")
+        split = CMRSplit(torch.from_numpy(xi), torch.from_numpy(xt), torch.from_numpy(y), torch.from_numpy(ti),
+                         torch.from_numpy(tt), torch.from_numpy(ty), torch.from_numpy(ty),
+                         torch.from_numpy(placeholder), torch.from_numpy(np.unique(y)), torch.from_numpy(np.unique(ty)))
+        how = "the file's split (train and test classes are disjoint)"
+    else:
+        parts = list(sp.values())
+        xi, xt, y = (np.concatenate([t[j] for t in parts]) for j in range(3))
+        if len(np.unique(y)) < 2:
+            raise DataError(f"{data['name']}: one class only; a zero-shot split needs two or more")
+        split = make_cmr_split(xi, xt, y, placeholder, unseen_fraction=unseen_fraction, seed=seed)
+        how = f"seeded {unseen_fraction:.0%} of the classes unseen (pooled splits: {', '.join(sp)})"
+    split = standardize_cmr(split)
+    emb = torch.from_numpy(class_emb) if class_emb is not None else _text_prototypes(split, n_cls)
+    return replace(split, class_emb=emb.float()), how
+
+
+@register_experiment("zscmr-mat", description="zero-shot cross-modal retrieval on a cross-modal .mat file: "
+                     "LCALE, its ablations, CADA-VAE, DCCA, DeViSE-style",
+                     paper="seed 004 (LCALE) protocol", data="required", data_layout=MAT_LAYOUT)
+def run_zscmr_mat(out_dir: Path, quick: bool = False, seed: int = 0, progress: bool = False,
+                  data: Path | None = None, unseen_fraction: float = 0.25, steps: int | None = None,
+                  n_splits: int | None = None) -> dict[str, Any]:
+    d = load_cmr_mat(data)
+    class_emb, emb_how = cmr_class_embedding(d["class_names"])
+    if class_emb is None:
+        emb_how = f"mean training text feature of each seen class ({emb_how})"
+    n_steps = steps if steps is not None else (20 if quick else 600)
+    n_runs = n_splits if n_splits is not None else (1 if quick else 3)
+    hows: list[str] = []
+
+    def make(sd: int) -> CMRSplit:
+        split, how = cmr_mat_split(d, seed=sd, unseen_fraction=unseen_fraction, class_emb=class_emb)
+        hows.append(how)
+        return split
+
+    rows = run_cmr_models(make, d["name"], n_runs, n_steps, quick=quick, seed=seed)
+    first, _ = cmr_mat_split(d, seed=seed, unseen_fraction=unseen_fraction, class_emb=class_emb)
+    config = {"path": str(data), "dataset": d["name"], "split": hows[0],
+              "pairs": {k: int(len(v[2])) for k, v in d["splits"].items()},
+              "dropped_multilabel_pairs": d["dropped_multilabel"], "n_classes": d["n_classes"],
+              "seen_classes_first_split": first.seen.tolist(), "unseen_classes_first_split": first.unseen.tolist(),
+              "n_train_pairs": int(len(first.train_label)), "n_test_pairs": int(len(first.test_image_label)),
+              "image_dim": int(first.train_image.shape[1]), "text_dim": int(first.train_text.shape[1]),
+              "class_embedding": emb_how, "runs_per_model": n_runs,
+              "runs_vary": "split and training seed" if "seeded" in hows[0] else "training seed (split fixed by the file)",
+              "train_steps": n_steps, "batch_size": 128,
+              "runs": [{"model": m, "setting": s, "params": p, "lr": lr} for m, s, p, lr in _CMR_RUNS],
+              "quick": quick, "seed": seed}
+    return {"experiment": "zscmr-mat", "config": config, "rows": rows, "paper": _SEED004}
+
+
+# --------------------------------------------------------------------------
+# retrieval-precomp
+# --------------------------------------------------------------------------
+def precomp_protocols(name: str, test_rows: np.ndarray, fold_size: int = 1000) -> list[EvalProtocol]:
+    """COCO 1K (5 folds) + 5K for 5 x ``fold_size`` test images, 1K for ``fold_size``, else all of them.
+
+    SCAN (cross attention over every image-caption pair) is not evaluated at
+    5K: 25 million pairs, hours on a CPU; it gets the 1K (5-fold) rows.
+    """
+    n = len(test_rows)
+    k = f"{fold_size // 1000}K" if fold_size % 1000 == 0 else str(fold_size)
+    if n == 5 * fold_size:
+        folds = [test_rows[i:i + fold_size] for i in range(0, n, fold_size)]
+        big = f"{5 * fold_size // 1000}K" if fold_size % 1000 == 0 else str(5 * fold_size)
+        return [EvalProtocol(f"{name} {k} (5-fold)", folds),
+                EvalProtocol(f"{name} {big}", [test_rows], cross_attention=False)]
+    if n == fold_size:
+        return [EvalProtocol(f"{name} {k}", [test_rows])]
+    return [EvalProtocol(f"{name} test ({n} images)", [test_rows])]
+
+
+def _blocks(n: int, size: int = 256):
+    for s in range(0, n, size):
+        yield slice(s, min(n, s + size))
+
+
+def _region_pca_fit(ims: np.ndarray, rows: np.ndarray, k: int, seed: int, max_rows: int = 50_000):
+    """Mean and top-``k`` components of the regions of ``rows`` (a memory map is read in blocks)."""
+    rng = np.random.default_rng(seed)
+    r = ims.shape[1]
+    per_image = max(1, min(r, max_rows // max(1, len(rows))))
+    pick = []
+    for sl in _blocks(len(rows)):
+        block = np.asarray(ims[rows[sl]], dtype=np.float32)  # (b, R, D)
+        take = np.stack([rng.permutation(r)[:per_image] for _ in range(len(block))])
+        pick.append(np.take_along_axis(block, take[:, :, None], axis=1).reshape(-1, block.shape[-1]))
+    x = torch.as_tensor(np.concatenate(pick)[:max_rows]).double()
+    mean = x.mean(0)
+    cov = (x - mean).T @ (x - mean) / max(1, len(x) - 1)
+    _, vecs = torch.linalg.eigh(cov)
+    return mean.float(), vecs[:, -k:].flip(1).float()
+
+
+def load_precomp_corpus(path: str | Path, max_train_images: int | None = None, region_dim: int | None = None,
+                        seed: int = 0) -> tuple[Corpus, np.ndarray, list[EvalProtocol], dict[str, Any]]:
+    """A :class:`Corpus` of a VSE++ / SCAN precomp folder: training images, then the test images.
+
+    ``train`` (a seeded subset of at most ``max_train_images``) and ``testall``
+    (else ``test``). Region features ``(N, R, D)`` give ``grid`` (projected onto
+    ``region_dim`` principal components fitted on training regions, when
+    given) and ``pooled`` = their mean; pooled features ``(N, D)`` give
+    ``pooled`` only. Returns ``(corpus, training rows, protocols, info)``.
+    """
+    from visem.data.vsepp import load_vsepp
+
+    folder = Path(path)
+    tr = load_vsepp(folder, "train")
+    test_split = "testall" if (folder / "testall_ims.npy").is_file() else "test"
+    te = load_vsepp(folder, test_split)
+    if tr.images.ndim != te.images.ndim or tr.images.shape[-1] != te.images.shape[-1]:
+        raise DataError(f"{folder}: train features {tr.images.shape[1:]} and {test_split} features "
+                        f"{te.images.shape[1:]} differ in shape")
+    name = folder.name[: -len("_precomp")] if folder.name.endswith("_precomp") else folder.name
+    rng = np.random.default_rng(seed)
+    train_rows = np.arange(tr.n_images)
+    if max_train_images is not None and tr.n_images > max_train_images:
+        train_rows = np.sort(rng.permutation(tr.n_images)[:max_train_images])
+    regions = tr.regions
+    info: dict[str, Any] = {"dataset": name, "test_split": test_split, "n_train_images_file": tr.n_images,
+                            "n_train_images": int(len(train_rows)), "n_test_images": te.n_images,
+                            "features": f"regions {tuple(tr.images.shape[1:])}" if regions else f"pooled {tr.images.shape[1]}",
+                            "test_deduplicated": te.deduplicated}
+
+    def pooled_of(ims: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        out = np.empty((len(rows), ims.shape[-1]), dtype=np.float32)
+        for sl in _blocks(len(rows)):
+            block = np.asarray(ims[rows[sl]], dtype=np.float32)
+            out[sl] = block.mean(1) if block.ndim == 3 else block
+        return out
+
+    te_rows = np.arange(te.n_images)
+    pooled = np.concatenate([pooled_of(tr.images, train_rows), pooled_of(te.images, te_rows)])
+    grid = None
+    if regions:
+        d = tr.images.shape[-1]
+        if region_dim is not None and region_dim < d:
+            mean, comps = _region_pca_fit(tr.images, train_rows, region_dim, seed)
+            info["region_pca"] = f"{d} -> {region_dim} (fitted on training regions)"
+
+            def project(ims, rows):
+                out = np.empty((len(rows), ims.shape[1], region_dim), dtype=np.float32)
+                for sl in _blocks(len(rows)):
+                    out[sl] = ((torch.as_tensor(np.asarray(ims[rows[sl]], dtype=np.float32)) - mean) @ comps).numpy()
+                return out
+        else:
+            def project(ims, rows):
+                return np.asarray(ims[rows], dtype=np.float32)
+        grid = np.concatenate([project(tr.images, train_rows), project(te.images, te_rows)])
+    k = tr.captions_per_image
+    caps = [tr.captions[i * k + j] for i in train_rows for j in range(k)] + list(te.captions)
+    n_tr = len(train_rows)
+    cap_img = np.concatenate([np.repeat(np.arange(n_tr), k), n_tr + te.caption_image])
+    n = n_tr + te.n_images
+    corpus = Corpus(pooled, grid, np.asarray(["train"] * n_tr + ["test"] * te.n_images),
+                    np.arange(n, dtype=np.int64), caps, cap_img.astype(np.int64), [[] for _ in range(n)], glove=False)
+    return corpus, np.arange(n_tr), precomp_protocols(name, np.arange(n_tr, n)), info
+
+
+def nearest_caption_pseudo(corpus: Corpus) -> Callable[[np.ndarray, np.ndarray], list[str]]:
+    """Pseudo captions for A3VSE without region labels: the caption of the nearest annotated image.
+
+    ``pseudo(paired_captions, images)``: for each image, the annotated
+    training image (an image of ``paired_captions``, itself excluded) whose
+    centred pooled feature has the largest cosine, and that image's first
+    annotated caption. Uses only training images and the captions the sparse
+    setting keeps.
+    """
+    x = torch.as_tensor(corpus.pooled)
+    x = x - x.mean(0)
+    x = x / x.norm(dim=1, keepdim=True).clamp(min=1e-8)
+
+    def pseudo(paired_captions: np.ndarray, images: np.ndarray) -> list[str]:
+        paired_captions = np.asarray(paired_captions)
+        cap_img = corpus.caption_image[paired_captions]
+        imgs, first = np.unique(cap_img, return_index=True)  # first annotated caption of each annotated image
+        g = x[torch.as_tensor(imgs)]
+        out = []
+        for sl in _blocks(len(images), 1024):
+            q = torch.as_tensor(np.asarray(images[sl]))
+            sim = x[q] @ g.T
+            sim[torch.as_tensor(images[sl])[:, None] == torch.as_tensor(imgs)[None, :]] = -2.0
+            best = sim.argmax(1).numpy()
+            out += [corpus.captions[paired_captions[first[b]]] for b in best]
+        return out
+
+    return pseudo
+
+
+def precomp_budget(quick: bool, progress: bool) -> tuple[Budget, dict[str, Any]]:
+    """Training budget and data limits of ``retrieval-precomp`` (a CPU budget, see docs/retrieval.md)."""
+    names = ("vsepp", "scan-xattn", "a3vse")
+    if quick:
+        return (Budget(steps={m: 60 for m in names}, batch_size={m: 16 for m in names},
+                       lr={m: 2e-3 for m in names},
+                       model={"vsepp": {"embed_dim": 32, "word_dim": 16}, "scan-xattn": {"embed_dim": 32, "word_dim": 16},
+                              "a3vse": {"embed_dim": 32, "word_dim": 16, "disc_hidden": 32, "heads": 2}},
+                       grad_clip=2.0, log_every=20, progress=progress),
+                {"max_train_images": 2000, "region_dim": 32})
+    # VSE++ / SCAN / seed 003: Adam, batch 128, 300-d word embeddings learned from scratch, joint spaces of
+    # 1024; gradients clipped at 2. Cut for a CPU: 500 steps at batch 64 on a seeded 10,000 of the training
+    # images, joint spaces of 512 (VSE++) / 256 (SCAN, A3VSE), regions PCA-reduced to 256 before the trainable
+    # projection, rate 5e-4 cut by 10 for the last third.
+    return (Budget(steps={m: 500 for m in names}, batch_size={m: 64 for m in names}, lr={m: 5e-4 for m in names},
+                   model={"vsepp": {"embed_dim": 512, "word_dim": 300},
+                          "scan-xattn": {"embed_dim": 256, "word_dim": 300, "eval_block": 64},
+                          "a3vse": {"embed_dim": 256, "word_dim": 300, "disc_hidden": 256}},
+                   grad_clip=2.0, progress=progress),
+            {"max_train_images": 10_000, "region_dim": 256})
+
+
+@register_experiment("retrieval-precomp", description="VSE++, SCAN and A3VSE, full and sparse (seed 003 grid), "
+                     "on VSE++/SCAN precomp features: COCO 1K (5-fold) + 5K or Flickr30K 1K",
+                     paper="seed 003 Tables 1-2 protocol", data="required", data_layout=PRECOMP_LAYOUT)
+def run_retrieval_precomp(out_dir: Path, quick: bool = False, seed: int = 0, progress: bool = False,
+                          data: Path | None = None) -> dict[str, Any]:
+    budget, limits = precomp_budget(quick, progress)
+    corpus, train_rows, protocols, info = load_precomp_corpus(data, seed=seed, **limits)
+    models = ("vsepp", "scan-xattn", "a3vse") if corpus.grid is not None else ("vsepp",)
+    settings = ((0.1, 1),) if quick else SPARSE_SETTINGS
+    res = sparse_grid(corpus, Path(out_dir), budget, train_rows, protocols, seed=seed, settings=settings,
+                      models=models, full=True, pseudo=nearest_caption_pseudo(corpus))
+    config = {"path": str(data), **info, **limits, "models": list(models),
+              "settings": [s for s in res["splits"]], "splits": res["splits"], "vocab_size": res["vocab_size"],
+              "protocols": [{"dataset": p.dataset, "folds": len(p.folds), "images_per_fold": len(p.folds[0])}
+                            for p in protocols],
+              "vsepp_image_features": "mean of the regions" if corpus.grid is not None else "pooled features",
+              "word_embeddings": "learned from scratch (as VSE++ and SCAN)",
+              "pseudo_captions": "first annotated caption of the nearest annotated training image (pooled cosine)",
+              "budget": asdict(budget), "quick": quick, "seed": seed}
+    return {"experiment": "retrieval-precomp", "config": config, "rows": res["rows"],
+            "paper": _precomp_paper_rows(info["dataset"], protocols)}
+
+
+def _precomp_paper_rows(name: str, protocols: list[EvalProtocol]) -> list[dict[str, Any]]:
+    """Seed 003's Flickr30K 1K rows, keyed to this run's 1K protocol when the data is Flickr30K (else as published)."""
+    from visem.experiments.retrieval import _seed003_rows
+
+    f30k = name.lower() in ("f30k", "flickr30k", "flickr")
+    key = next((p.dataset for p in protocols if p.dataset.endswith(" 1K")), None)
+    return [dict(r, dataset=key) if f30k and key and r["dataset"] == "Flickr30K 1K" else r for r in _seed003_rows()]

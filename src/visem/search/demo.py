@@ -1,0 +1,83 @@
+"""The demo of ``make demo``: a search index over one emoji style from 20% of its captions.
+
+Steps (each a library call the CLI also makes):
+
+1. Copy the images of one emoji style into ``<out>/images`` and hold out a
+   seeded 20% of the concepts into ``<out>/heldout`` (never seen in training).
+2. Write ``<out>/images/captions.csv``: the captions of a seeded ``fraction``
+   of the indexed images, and every image's tags (the pseudo captions of the
+   uncaptioned ones); ``<out>/heldout/captions.csv``: the held-out captions.
+3. :func:`~visem.search.build_index` (A3VSE, chosen from the supervision),
+   a few text searches, :meth:`~visem.search.SearchIndex.evaluate` on the
+   held-out images, then :meth:`~visem.search.SearchIndex.add_images` of the
+   held-out folder so they are searchable too.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEMO_QUERIES = ("smiling face with tears", "red heart", "cat", "pizza", "airplane", "rainy weather")
+
+
+def write_demo_collection(out: Path, style: str = "google", fraction: float = 0.2, heldout: float = 0.2,
+                          seed: int = 0) -> dict[str, Any]:
+    """Steps 1-2; returns the folder and file paths and their counts."""
+    from visem.data import load
+
+    table = load("emoji").style(style).table
+    rng = np.random.default_rng(seed)
+    n = len(table)
+    order = rng.permutation(n)
+    n_test = int(round(heldout * n))
+    test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
+    captioned = set(rng.choice(train, size=int(round(fraction * len(train))), replace=False).tolist())
+    folders = {"images": out / "images", "heldout": out / "heldout"}
+    for f in folders.values():
+        if f.exists():
+            shutil.rmtree(f)
+        f.mkdir(parents=True)
+    rows = table.to_dict("records")
+    n_caps = 0
+    for key, members in (("images", train), ("heldout", test)):
+        with open(folders[key] / "captions.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["image", "caption", "tags"])
+            for i in members.tolist():
+                r = rows[i]
+                name = Path(r["image"]).name
+                shutil.copyfile(r["image"], folders[key] / name)
+                tags = ";".join(r["tags"])
+                if key == "heldout" or i in captioned:
+                    for c in r["captions"]:
+                        w.writerow([name, c, tags if key == "images" else ""])
+                        n_caps += key == "images"
+                else:
+                    w.writerow([name, "", tags])
+    return {"images": folders["images"], "captions": folders["images"] / "captions.csv",
+            "heldout": folders["heldout"], "heldout_captions": folders["heldout"] / "captions.csv",
+            "n_images": int(len(train)), "n_captioned": len(captioned), "n_captions": n_caps,
+            "n_heldout": int(len(test))}
+
+
+def run_demo(out: str | Path, fraction: float = 0.2, seed: int = 0, steps: int | None = None,
+             method: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Build, search, evaluate and extend the demo index; returns everything the CLI prints."""
+    from visem.search import BuildOptions, SearchIndex, build_index
+
+    out = Path(out)
+    col = write_demo_collection(out, fraction=fraction, seed=seed)
+    report = build_index(col["images"], col["captions"], out / "index",
+                         BuildOptions(method=method, steps=steps, seed=seed, progress=progress), overwrite=True)
+    idx = SearchIndex.open(out / "index")
+    searches = {q: idx.search_text(q, k=3) for q in DEMO_QUERIES}
+    heldout = idx.evaluate(col["heldout_captions"], col["heldout"])
+    added = idx.add_images(col["heldout"], progress=progress)
+    return {"collection": {k: (str(v) if isinstance(v, Path) else v) for k, v in col.items()},
+            "report": report.to_dict(), "searches": {q: [h.to_dict() for h in hs] for q, hs in searches.items()},
+            "heldout": heldout, "added": added, "index": str(out / "index")}

@@ -1,0 +1,247 @@
+"""Search index: build on a tiny drawn collection, search, add, evaluate, bad input, resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from visem.search import BuildOptions, QueryError, SearchIndex, build_index
+from visem.search.index import MAX_K, MAX_QUERY_CHARS, IndexFileError, choose_method, pseudo_captions
+
+TINY_OPTIONS = dict(steps=400, batch_size=8, embed_dim=32, lr=5e-4, model={"disc_hidden": 32, "heads": 2})
+
+
+@pytest.fixture(scope="module")
+def index(tiny_index) -> SearchIndex:
+    return SearchIndex.open(tiny_index)
+
+
+def test_build_report_and_files(tiny_index, index):
+    rep = index.manifest["report"]
+    assert rep["method"] == "a3vse" and "uncaptioned" in rep["reason"]
+    assert (rep["n_images"], rep["n_captioned"], rep["n_captions"], rep["n_pseudo"]) == (12, 9, 9, 3)
+    assert rep["pseudo_source"] == "tags for 12" and rep["skipped"] == {}
+    assert rep["ann"]["kind"] == "exact" and rep["ann"]["n"] == 12
+    files = {p.name for p in tiny_index.iterdir()}
+    assert {"index.json", "model.safetensors", "model.yaml", "vocab.json", "captions.json",
+            "caption_embeddings.npy", "images.0.json", "embeddings.0.npy", "vectors.0.faiss"} <= files
+    assert not tiny_index.with_name(tiny_index.name + ".partial").exists()
+    assert index.n_images == 12 and index.embeddings.shape == (12, index.manifest["dim"])
+    np.testing.assert_allclose(np.linalg.norm(index.embeddings, axis=1), 1.0, atol=1e-5)
+
+
+def test_each_caption_finds_its_own_image_first(index, tiny_items):
+    captioned = [(name, cap) for name, _, _, cap in tiny_items if cap is not None]
+    for name, cap in captioned:
+        hits = index.search_text(cap, k=3)
+        assert hits[0].name == name, (cap, [h.name for h in hits])
+        assert hits[0].caption == cap and hits[0].score >= hits[1].score >= hits[2].score
+
+
+def test_search_results_match_brute_force(index):
+    q = index.embed_query("a green circle")
+    hits = index.search_text("a green circle", k=MAX_K)
+    assert len(hits) == 12  # k larger than the collection: everything, ranked
+    brute = index.embeddings @ q
+    assert [h.id for h in hits] == np.argsort(-brute, kind="stable").tolist()
+    np.testing.assert_allclose([h.score for h in hits], np.sort(brute)[::-1], atol=1e-5)
+
+
+def test_unknown_query_words_are_ignored_and_bad_queries_rejected(index):
+    ex = index.explain_query("a Pink circle xqzzyv")
+    assert ex["used"] == ["a", "circle"] and ex["unknown"] == ["pink", "xqzzyv"]
+    unknown_dropped = index.embed_query("a pink circle xqzzyv")
+    np.testing.assert_allclose(unknown_dropped, index.embed_query("a circle"), atol=1e-6)
+    with pytest.raises(QueryError, match="empty"):
+        index.search_text("   ")
+    with pytest.raises(QueryError, match="too long"):
+        index.search_text("circle " * (MAX_QUERY_CHARS // 7 + 1))
+    with pytest.raises(QueryError, match="no word"):
+        index.search_text("xqzzyv qqqwwv")
+    for k in (0, MAX_K + 1, True, 2.5):
+        with pytest.raises(QueryError, match="k must be"):
+            index.search_text("circle", k=k)
+
+
+def test_image_queries(index, tiny_collection):
+    folder, _ = tiny_collection
+    res = index.search_image(folder / "red_circle.png", k=3)
+    assert res.images[0].name == "red_circle.png" and res.images[0].score == pytest.approx(1.0, abs=1e-4)
+    assert len(res.captions) == 3 and res.captions[0].caption in index._captions
+    same = index.search_image((folder / "red_circle.png").read_bytes(), k=3)
+    assert [h.id for h in same.images] == [h.id for h in res.images]
+    i = index._names.index("blue_square.png")
+    sim = index.similar(i, k=4)
+    assert i not in [h.id for h in sim.images] and len(sim.images) == 4
+    brute = index.embeddings @ index.embeddings[i]
+    brute[i] = -np.inf
+    assert [h.id for h in sim.images] == np.argsort(-brute, kind="stable")[:4].tolist()
+    with pytest.raises(QueryError, match="not a readable image"):
+        index.search_image(b"definitely not an image")
+    with pytest.raises(KeyError):
+        index.similar(12)
+
+
+def test_image_file_stays_inside_the_indexed_folder(tiny_index, tiny_collection, tmp_path):
+    folder, _ = tiny_collection
+    idx_copy, img_copy = tmp_path / "index", tmp_path / "images"
+    shutil.copytree(tiny_index, idx_copy)
+    shutil.copytree(folder, img_copy)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("outside")
+    (img_copy / "red_circle.png").unlink()
+    (img_copy / "red_circle.png").symlink_to(secret)
+    (img_copy / "blue_square.png").unlink()
+    manifest = json.loads((idx_copy / "index.json").read_text())
+    manifest["roots"] = [str(img_copy)]
+    (idx_copy / "index.json").write_text(json.dumps(manifest))
+    idx = SearchIndex.open(idx_copy)
+    assert idx.image_file(idx._names.index("green_triangle.png")) == (img_copy / "green_triangle.png").resolve()
+    with pytest.raises(KeyError, match="outside"):
+        idx.image_file(idx._names.index("red_circle.png"))
+    with pytest.raises(FileNotFoundError):
+        idx.image_file(idx._names.index("blue_square.png"))
+    for bad in (-1, 12, "0", None):
+        with pytest.raises(KeyError):
+            idx.image_file(bad)
+
+
+def test_add_images_then_search_them(tiny_index, tiny_collection, tmp_path, draw_image):
+    idx_dir = tmp_path / "index"
+    shutil.copytree(tiny_index, idx_dir)
+    new = tmp_path / "new"
+    new.mkdir()
+    draw_image(new / "purple_circle.png", "red", "circle", size=80)  # new bytes (other size)
+    draw_image(new / "tiny_square.png", "blue", "square", size=64)
+    shutil.copyfile(tiny_collection[0] / "green_circle.png", new / "again.png")  # already indexed (same bytes)
+    (new / "broken.png").write_bytes(b"\x89PNG but not really")
+    idx = SearchIndex.open(idx_dir)
+    rep = idx.add_images(new)
+    assert rep["added"] == 2 and rep["already_indexed"] == 1 and rep["skipped"] == {"unreadable": 1}
+    assert rep["n_images"] == 14 and idx.n_images == 14
+    assert idx.manifest["generation"] == 1 and len(idx.roots) == 2
+    assert not (idx_dir / "embeddings.0.npy").exists() and (idx_dir / "embeddings.1.npy").exists()
+    reopened = SearchIndex.open(idx_dir)
+    hit = reopened.search_image(new / "tiny_square.png", k=1).images[0]
+    assert hit.name == "tiny_square.png" and hit.score == pytest.approx(1.0, abs=1e-4)
+    assert reopened.image_file(hit.id) == (new / "tiny_square.png").resolve()
+    assert idx.add_images(new)["added"] == 0  # idempotent
+
+
+def test_evaluate_held_out_and_training_captions(tiny_index, tiny_collection, tmp_path):
+    folder, ann = tiny_collection
+    idx = SearchIndex.open(tiny_index)
+    held = tmp_path / "held.csv"
+    held.write_text("image,caption\nblue_circle.png,a blue circle\ngreen_square.png,a green square\n"
+                    "yellow_triangle.png,a yellow triangle\nyellow_triangle.png,a triangle in yellow\n")
+    res = idx.evaluate(held, folder)
+    assert (res["n_images"], res["n_captions"], res["in_index"], res["overlap"]) == (3, 4, 3, 0)
+    for key in ("i2t_r1", "i2t_r5", "t2i_r1", "t2i_r10", "rsum"):
+        assert 0.0 <= res[key] <= (600.0 if key == "rsum" else 100.0)
+    assert res["i2t_r5"] == 100.0 and res["t2i_r5"] == 100.0  # 3 images: any rank is within 5
+    train = idx.evaluate(ann, folder)  # the training pairs: flagged, and memorised
+    assert train["overlap"] == 9 and train["t2i_r1"] == 100.0
+
+
+def test_method_choice_and_errors(tiny_collection, tmp_path):
+    assert choose_method(10, 0, False)[0] == "vsepp"
+    assert choose_method(3, 7, False)[0] == "a3vse"
+    assert choose_method(0, 7, False)[0] == "vsepp" and "pseudo" in choose_method(0, 7, False)[1]
+    assert choose_method(3, 7, True)[0] == "vsa-ae-mmd"
+    folder, ann = tiny_collection
+    with pytest.raises(ValueError, match="no single-vector"):
+        build_index(folder, ann, tmp_path / "x", BuildOptions(method="scan-xattn"))
+    with pytest.raises(ValueError, match="unknown method"):
+        build_index(folder, ann, tmp_path / "x", BuildOptions(method="nope"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no readable image"):
+        build_index(empty, None, tmp_path / "y")
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(ValueError, match="already there"):
+        build_index(folder, ann, tmp_path / "taken")
+    for p in (tmp_path / "x", tmp_path / "y"):
+        assert not p.exists() and not p.with_name(p.name + ".partial").exists()
+
+
+def test_open_errors_name_the_file(tmp_path, tiny_index):
+    with pytest.raises(IndexFileError, match="no index folder"):
+        SearchIndex.open(tmp_path / "nothing")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(IndexFileError, match="index.json"):
+        SearchIndex.open(tmp_path / "plain")
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_index, broken)
+    (broken / "embeddings.0.npy").unlink()
+    with pytest.raises(IndexFileError, match="embeddings.0.npy"):
+        SearchIndex.open(broken)
+
+
+def test_bad_rows_are_reported_and_skipped(tmp_path, tiny_items, draw_image):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name, colour, shape, _ in tiny_items[:4]:
+        draw_image(folder / name, colour, shape)
+    shutil.copyfile(folder / "red_circle.png", folder / "copy_of_red.png")
+    (folder / "notes.png").write_text("not an image")
+    ann = folder / "c.csv"
+    ann.write_text("image,caption\nred_circle.png,a red circle\nblue_square.png,a blue square\n"
+                   "missing.png,gone\nnotes.png,bad file\nblue_square.png,\nonly,three,fields,here\n"
+                   "green_triangle.png,a green triangle\ncopy_of_red.png,a red disc\n")
+    rep = build_index(folder, ann, tmp_path / "idx", BuildOptions(steps=5, batch_size=4, embed_dim=16))
+    assert rep.n_images == 4 and rep.method == "a3vse"  # yellow_circle is uncaptioned
+    assert rep.skipped["missing_image"] == 1 and rep.skipped["unreadable"] == 1
+    assert rep.skipped["duplicate_image"] == 1 and rep.skipped["malformed"] == 1 and rep.skipped["empty_caption"] == 1
+    assert any("copy_of_red.png" in p for p in rep.problems)
+    idx = SearchIndex.open(tmp_path / "idx")
+    red = idx._names.index("red_circle.png")
+    assert set(idx.captions_of(red)) == {"a red circle", "a red disc"}  # the duplicate's caption merged
+
+
+def test_interrupted_build_resumes_to_the_same_index(tiny_collection, tiny_index, tmp_path, monkeypatch):
+    import visem.search.ann as ann_mod
+
+    folder, ann = tiny_collection
+    out = tmp_path / "index"
+    real = ann_mod.VectorIndex.build
+
+    def crash(*a, **k):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(ann_mod.VectorIndex, "build", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        build_index(folder, ann, out, BuildOptions(**TINY_OPTIONS))
+    partial = out.with_name("index.partial")
+    assert not out.exists() and any((partial / "train").iterdir())
+    monkeypatch.setattr(ann_mod.VectorIndex, "build", real)
+    build_index(folder, ann, out, BuildOptions(**TINY_OPTIONS))
+    assert not partial.exists()
+    np.testing.assert_array_equal(np.load(out / "embeddings.0.npy"), np.load(tiny_index / "embeddings.0.npy"))
+
+
+def test_stale_partial_of_other_options_is_discarded(tiny_collection, tmp_path):
+    folder, ann = tiny_collection
+    out = tmp_path / "index"
+    partial = out.with_name("index.partial")
+    (partial / "train").mkdir(parents=True)
+    (partial / "build.json").write_text(json.dumps({"fingerprint": "other"}))
+    (partial / "train" / "junk").write_text("x")
+    build_index(folder, ann, out, BuildOptions(steps=3, batch_size=4, embed_dim=16))
+    assert not partial.exists() and SearchIndex.open(out).n_images == 12
+
+
+def test_pseudo_captions_from_tags_else_imagenet_classes(tiny_collection):
+    from visem.data.imagenet import imagenet_classes
+    from visem.features.image import extract_image_features
+
+    folder, _ = tiny_collection
+    pooled = extract_image_features([folder / "red_circle.png", folder / "blue_square.png"], "pooled")
+    caps, note = pseudo_captions([["red", "circle"], []], pooled)
+    assert caps[0] == "red circle" and note == "tags for 1, ImageNet classes for 1"
+    first_names = {c.split(",")[0].strip() for c in imagenet_classes()}
+    words = caps[1]
+    assert words and any(words.startswith(n) for n in first_names)
