@@ -8,8 +8,6 @@ from visem.experiments import format_table, get_experiment
 from visem.experiments.retrieval import (
     ABLATIONS,
     Budget,
-    IndexSampler,
-    JointSampler,
     cross_style,
     region_pca,
     setting_name,
@@ -17,6 +15,7 @@ from visem.experiments.retrieval import (
     split_concepts,
     synthetic_corpus,
 )
+from visem.train.sampler import IndexSampler, MultiSampler
 
 CROSS = ("vsepp", "vsa-ae", "vsa-e-mmd", "vsa-ae-mmd")
 SPARSE = ("vsepp", "scan-xattn", "a3vse")
@@ -58,14 +57,14 @@ def test_samplers_gather_and_resume_exactly():
     table = torch.arange(10.0).view(10, 1) * 10
     a = IndexSampler({"i": torch.arange(10)}, {"x": ("i", table)}, batch_size=3, seed=0)
     b = IndexSampler({"i": torch.arange(7)}, {"y": ("i", table)}, batch_size=2, seed=1)
-    joint = JointSampler({"a": a, "b": b})
+    joint = MultiSampler({"a": a, "b": b}, prefix=False)
     for _ in range(5):
         next(joint)
     state = joint.state_dict()
     expected = [next(joint) for _ in range(4)]
     a2 = IndexSampler({"i": torch.arange(10)}, {"x": ("i", table)}, batch_size=3, seed=0)
     b2 = IndexSampler({"i": torch.arange(7)}, {"y": ("i", table)}, batch_size=2, seed=1)
-    joint2 = JointSampler({"a": a2, "b": b2})
+    joint2 = MultiSampler({"a": a2, "b": b2}, prefix=False)
     joint2.load_state_dict(state)
     for want in expected:
         got = next(joint2)

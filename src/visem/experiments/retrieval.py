@@ -48,7 +48,8 @@ from visem.experiments import register_experiment
 from visem.models import build_model
 from visem.models.tag_match import TagMatcher
 from visem.models.text import decode_ids
-from visem.train.sampler import BatchSampler
+from visem.features.text import TextTable
+from visem.train.sampler import IndexSampler, MultiSampler
 from visem.train.trainer import TrainConfig, Trainer
 
 # --------------------------------------------------------------------------
@@ -163,82 +164,6 @@ def split_concepts(concept: np.ndarray, test_fraction: float, seed: int) -> tupl
     return np.sort(perm[n_test:]), np.sort(perm[:n_test])
 
 
-class TextTable:
-    """Vocabulary of training texts and every text's token ids (``(n, L)``, pad 0)."""
-
-    def __init__(self, train_texts: Sequence[str], max_len: int = 30) -> None:
-        from visem.features.text import Vocabulary
-
-        self.vocab = Vocabulary.build(train_texts)
-        self.max_len = max_len
-
-    def encode(self, texts: Sequence[str]) -> Tensor:
-        ids, _ = self.vocab.encode_batch(list(texts), max_len=self.max_len)
-        return torch.from_numpy(ids)
-
-    def word_vectors(self) -> Tensor:
-        from visem.features.text import glove_matrix
-
-        table, _ = glove_matrix(self.vocab)
-        return torch.from_numpy(table)
-
-
-# --------------------------------------------------------------------------
-# samplers that gather features by index (grid features are not duplicated per caption)
-# --------------------------------------------------------------------------
-class IndexSampler:
-    """Shuffled batches of index rows; each output key gathers ``table[index]``.
-
-    ``index``: ``{column: (n,) int tensor}``, row-aligned; ``outputs``:
-    ``{key: (column, table)}``. Floating tables are returned as float32.
-    """
-
-    def __init__(self, index: Mapping[str, Tensor], outputs: Mapping[str, tuple[str, Tensor]],
-                 batch_size: int, seed: int) -> None:
-        self.inner = BatchSampler(dict(index), batch_size, seed)
-        self.outputs = dict(outputs)
-
-    def __iter__(self) -> "IndexSampler":
-        return self
-
-    def __next__(self) -> dict[str, Tensor]:
-        b = next(self.inner)
-        out = {}
-        for key, (col, table) in self.outputs.items():
-            x = table[b[col]]
-            out[key] = x.float() if x.is_floating_point() else x
-        return out
-
-    def state_dict(self) -> dict[str, int]:
-        return self.inner.state_dict()
-
-    def load_state_dict(self, state: Mapping[str, int]) -> None:
-        self.inner.load_state_dict(state)
-
-
-class JointSampler:
-    """Independent :class:`IndexSampler` s stepped together; their outputs merged."""
-
-    def __init__(self, samplers: Mapping[str, IndexSampler]) -> None:
-        self.samplers = dict(samplers)
-
-    def __iter__(self) -> "JointSampler":
-        return self
-
-    def __next__(self) -> dict[str, Tensor]:
-        out: dict[str, Tensor] = {}
-        for s in self.samplers.values():
-            out.update(next(s))
-        return out
-
-    def state_dict(self) -> dict[str, int]:
-        return {f"{n}.{k}": v for n, s in self.samplers.items() for k, v in s.state_dict().items()}
-
-    def load_state_dict(self, state: Mapping[str, int]) -> None:
-        for n, s in self.samplers.items():
-            s.load_state_dict({k: state[f"{n}.{k}"] for k in ("epoch", "position")})
-
-
 def _pairs(images: np.ndarray, captions: np.ndarray) -> dict[str, Tensor]:
     return {"img": torch.as_tensor(images, dtype=torch.long), "cap": torch.as_tensor(captions, dtype=torch.long)}
 
@@ -346,7 +271,7 @@ def cross_style(corpus: Corpus, out_dir: Path, budget: Budget, seed: int = 0,
                                  budget.batch_size[name], seed + 1)
             t_cap = IndexSampler({"cap": torch.as_tensor(tgt_cap)}, {"tgt.text": ("cap", ids)},
                                  budget.batch_size[name], seed + 2)
-            sampler = JointSampler({"src": src, "tgt_img": t_img, "tgt_cap": t_cap})
+            sampler = MultiSampler({"src": src, "tgt_img": t_img, "tgt_cap": t_cap}, prefix=False)
         model = _build(name, budget, name, dims, text, corpus.glove)
         _train(model, sampler, budget, name, out_dir / name, seed)
         for setting, data in evals.items():
@@ -537,7 +462,7 @@ def sparse_grid(corpus: Corpus, out_dir: Path, budget: Budget, train_img: np.nda
                                       {"pair.image": ("img", feats), "pair.text": ("cap", ids)}, bs, seed)
                 ps = IndexSampler({"img": torch.as_tensor(unl), "row": torch.arange(len(unl))},
                                   {"pseudo.image": ("img", feats), "pseudo.text": ("row", pseudo_ids)}, bs, seed + 1)
-                sampler: Any = JointSampler({"pair": pair_s, "pseudo": ps})
+                sampler: Any = MultiSampler({"pair": pair_s, "pseudo": ps}, prefix=False)
             else:
                 sampler = pair_s
             model = _build(name, budget, name, dims_g if regions else dims_p, text, corpus.glove, **switches)

@@ -268,6 +268,29 @@ def glove_matrix(vocab: Vocabulary, oov: str = "random", seed: int = 0, scale: f
     return mat, missing
 
 
+
+class TextTable:
+    """Vocabulary of training texts and every text's token ids (``(n, L)``, pad 0)."""
+
+    def __init__(self, train_texts: Sequence[str], max_len: int = 30) -> None:
+        self.vocab = Vocabulary.build(train_texts)
+        self.max_len = max_len
+
+    def encode(self, texts: Sequence[str]):
+        """int64 tensor ``(n, L)`` of token ids, right-padded with 0, truncated to ``max_len``."""
+        import torch
+
+        ids, _ = self.vocab.encode_batch(list(texts), max_len=self.max_len)
+        return torch.from_numpy(ids)
+
+    def word_vectors(self):
+        """float32 tensor ``(vocab, 50)``: GloVe rows of the vocabulary (see :func:`glove_matrix`)."""
+        import torch
+
+        table, _ = glove_matrix(self.vocab)
+        return torch.from_numpy(table)
+
+
 # ------------------------------------------------------------------ MiniLM
 def minilm_path() -> Path:
     try:

@@ -378,7 +378,8 @@ def build_index(images: str | Path, captions: str | Path | None, out: str | Path
         src = {"pooled": src_pooled, "grid": src_grid, "captions": list(src_index._captions),
                "caption_image": np.asarray(src_index._caption_image, dtype=np.int64)}
         texts += src["captions"]
-    from visem.experiments.retrieval import IndexSampler, JointSampler, TextTable
+    from visem.features.text import TextTable
+    from visem.train.sampler import IndexSampler, MultiSampler
 
     text = TextTable(texts + pseudo)
     feats_np = grid if regions else pooled
@@ -412,13 +413,13 @@ def build_index(images: str | Path, captions: str | Path | None, out: str | Path
         # pseudo pairs: the uncaptioned images (every image when fewer than two are uncaptioned)
         unl = uncaptioned if len(uncaptioned) >= 2 else np.arange(n_own)
         n_items = len(col.captions) + len(unl)
-        sampler = JointSampler({
+        sampler = MultiSampler({
             "pair": IndexSampler(pairs(col.caption_image, np.arange(len(col.captions))),
                                  {"pair.image": ("img", feats), "pair.text": ("cap", cap_ids)},
                                  min(bs, len(col.captions)), seed),
             "pseudo": IndexSampler({"img": torch.as_tensor(unl)},
                                    {"pseudo.image": ("img", feats), "pseudo.text": ("img", pseudo_ids)},
-                                   min(bs, len(unl)), seed + 1)})
+                                   min(bs, len(unl)), seed + 1)}, prefix=False)
     else:  # domains: paired = this collection's pairs and the source's; target = this collection unpaired
         src_cap = np.arange(len(all_caps))
         if not len(src_cap):
@@ -429,11 +430,11 @@ def build_index(images: str | Path, captions: str | Path | None, out: str | Path
         tgt_t = (IndexSampler({"cap": torch.as_tensor(tgt_text)}, {"tgt.text": ("cap", cap_ids)}, b, seed + 2)
                  if tgt_text is not None else
                  IndexSampler({"img": torch.arange(n_own)}, {"tgt.text": ("img", pseudo_ids)}, b, seed + 2))
-        sampler = JointSampler({
+        sampler = MultiSampler({
             "src": IndexSampler(pairs(cap_img, src_cap), {"src.image": ("img", feats), "src.text": ("cap", cap_ids)},
                                 b, seed),
             "tgt_img": IndexSampler({"img": torch.arange(n_own)}, {"tgt.image": ("img", feats)}, b, seed + 1),
-            "tgt_txt": tgt_t})
+            "tgt_txt": tgt_t}, prefix=False)
 
     from visem.models import build_model
     from visem.train.checkpoint import save_weights

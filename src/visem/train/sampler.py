@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor
@@ -64,15 +64,19 @@ class BatchSampler:
 
 
 class MultiSampler:
-    """Several samplers stepped together; keys are prefixed ``"{group}.{key}"``.
+    """Several samplers stepped together, their batches merged into one dict.
 
-    Used where one update sees several data groups with different sizes, e.g.
-    a paired source domain and an unpaired target domain (seed 001), or
-    annotated pairs and pseudo pairs (seed 003).
+    Keys are prefixed ``"{group}.{key}"`` (``prefix=True``) or kept as the
+    samplers name them (``prefix=False``, for :class:`IndexSampler` s whose
+    output keys already say where they belong). Used where one update sees
+    several data groups of different sizes, e.g. a paired source domain and
+    an unpaired target domain (seed 001), or annotated pairs and pseudo pairs
+    (seed 003).
     """
 
-    def __init__(self, samplers: Mapping[str, BatchSampler]) -> None:
+    def __init__(self, samplers: Mapping[str, Any], prefix: bool = True) -> None:
         self.samplers = dict(samplers)
+        self.prefix = prefix
 
     def __iter__(self) -> "MultiSampler":
         return self
@@ -81,7 +85,7 @@ class MultiSampler:
         out: dict[str, Tensor] = {}
         for group, sampler in self.samplers.items():
             for k, v in next(sampler).items():
-                out[f"{group}.{k}"] = v
+                out[f"{group}.{k}" if self.prefix else k] = v
         return out
 
     def state_dict(self) -> dict[str, int]:
@@ -90,3 +94,35 @@ class MultiSampler:
     def load_state_dict(self, state: Mapping[str, int]) -> None:
         for g, s in self.samplers.items():
             s.load_state_dict({k: state[f"{g}.{k}"] for k in ("epoch", "position")})
+
+
+class IndexSampler:
+    """Shuffled batches of index rows; each output key gathers ``table[index]``.
+
+    ``index``: ``{column: (n,) int tensor}``, row-aligned; ``outputs``:
+    ``{key: (column, table)}``. Floating tables are returned as float32. A
+    feature table is gathered per batch, not copied per caption (grid
+    features of an image with five captions are stored once).
+    """
+
+    def __init__(self, index: Mapping[str, Tensor], outputs: Mapping[str, tuple[str, Tensor]],
+                 batch_size: int, seed: int) -> None:
+        self.inner = BatchSampler(dict(index), batch_size, seed)
+        self.outputs = dict(outputs)
+
+    def __iter__(self) -> "IndexSampler":
+        return self
+
+    def __next__(self) -> dict[str, Tensor]:
+        b = next(self.inner)
+        out = {}
+        for key, (col, table) in self.outputs.items():
+            x = table[b[col]]
+            out[key] = x.float() if x.is_floating_point() else x
+        return out
+
+    def state_dict(self) -> dict[str, int]:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self.inner.load_state_dict(state)
