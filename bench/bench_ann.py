@@ -51,42 +51,12 @@ import json
 import os
 import platform
 import sys
-import threading
-import time
 
 import numpy as np
+from _measure import measure
 
 from visem.io import atomic_write_json
 from visem.search.ann import VectorIndex, recall_at_k
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def measure(fn):
-    """Run ``fn``; return its result, wall seconds and the peak RSS added while it ran (MB)."""
-    peak = [rss_mb()]
-    stop = threading.Event()
-
-    def poll():
-        while not stop.is_set():
-            peak[0] = max(peak[0], rss_mb())
-            time.sleep(0.01)
-
-    base = rss_mb()
-    t = threading.Thread(target=poll, daemon=True)
-    t.start()
-    start = time.perf_counter()
-    out = fn()
-    elapsed = time.perf_counter() - start
-    stop.set()
-    t.join()
-    return out, elapsed, max(peak[0], rss_mb()) - base
 
 
 def cpu_model() -> str:

@@ -14,41 +14,12 @@ import argparse
 import os
 import platform
 import sys
-import threading
-import time
 
 import numpy as np
+from _measure import measure
 import torch
 
 from visem.metrics import mean_average_precision, precision_at_k, retrieval_recall
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def measure(fn):
-    peak = [rss_mb()]
-    stop = threading.Event()
-
-    def poll():
-        while not stop.is_set():
-            peak[0] = max(peak[0], rss_mb())
-            time.sleep(0.01)
-
-    base = rss_mb()
-    t = threading.Thread(target=poll, daemon=True)
-    t.start()
-    start = time.perf_counter()
-    out = fn()
-    elapsed = time.perf_counter() - start
-    stop.set()
-    t.join()
-    return out, elapsed, peak[0] - base
 
 
 def main() -> None:
