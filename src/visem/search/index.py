@@ -588,7 +588,8 @@ class SearchIndex:
             raise IndexFileError(f"{p}: missing from the index (named by {self.path / MANIFEST})")
         return p
 
-    def _load(self) -> None:
+    def _load(self, model: bool = True) -> None:
+        """Read the files the manifest names; ``model=False`` keeps the loaded model and vocabulary."""
         import json
 
         import numpy as np
@@ -602,9 +603,11 @@ class SearchIndex:
         m = self.manifest
         files = m["files"]
         try:
-            self.model = build_model(m["method"], load_yaml(self._file("model.yaml")))
-            load_weights(self._file("model.safetensors"), self.model)
-            self.vocab = Vocabulary.from_json(self._file("vocab.json").read_text())
+            if model:
+                self.model = build_model(m["method"], load_yaml(self._file("model.yaml")))
+                load_weights(self._file("model.safetensors"), self.model)
+                self.model.eval()
+                self.vocab = Vocabulary.from_json(self._file("vocab.json").read_text())
             images = json.loads(self._file(files["images"]).read_text())
             caps = json.loads(self._file("captions.json").read_text())
             self.embeddings = np.load(self._file(files["embeddings"]))
@@ -614,7 +617,6 @@ class SearchIndex:
             raise
         except (OSError, ValueError, KeyError) as exc:
             raise IndexFileError(f"{self.path}: damaged index ({exc})") from None
-        self.model.eval()
         self.roots = [Path(r) for r in m["roots"]]
         self._names = [im["name"] for im in images]
         self._root_of = [int(im["root"]) for im in images]
@@ -813,7 +815,6 @@ class SearchIndex:
         sees the index before or after the addition, never between.
         """
         import copy
-        import json
 
         import numpy as np
 
@@ -852,8 +853,8 @@ class SearchIndex:
         atomic_write_json(self.path / MANIFEST, manifest)  # the commit point
         for f in old_files.values():
             (self.path / f).unlink(missing_ok=True)
-        self.manifest = json.loads((self.path / MANIFEST).read_text())
-        self._load()
+        self.manifest = manifest
+        self._load(model=False)  # the model and vocabulary did not change
         report["n_images"] = self.n_images
         return report
 
