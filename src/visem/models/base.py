@@ -7,6 +7,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from visem.losses import ranking_loss
 from visem.metrics import retrieval_recall
 
 
@@ -99,3 +100,17 @@ class RetrievalModel(EmbeddingModel):
         finally:
             self.train(was_training)
         return retrieval_recall(img, txt, data["txt_to_img"])
+
+
+class PairRankingLoss:
+    """Mixin: :meth:`loss` is the bidirectional hinge triplet loss on ``image`` / ``text`` pair batches.
+
+    :func:`visem.losses.ranking_loss` with the model's ``config.margin`` and
+    ``config.hardest`` (sum of violations, or the hardest negative of VSE++).
+    """
+
+    def loss(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> dict[str, Tensor]:
+        img = self.embed_image(batch["image"])
+        txt = self.embed_text(batch["text"])
+        rank = ranking_loss(img, txt, margin=self.config.margin, hardest=self.config.hardest)
+        return {"loss": rank, "ranking": rank.detach()}

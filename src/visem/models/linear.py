@@ -11,14 +11,11 @@ smoke-test model: it trains in seconds on CPU.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from visem.losses import ranking_loss
-from visem.models.base import RetrievalModel
+from visem.models.base import PairRankingLoss, RetrievalModel
 from visem.models.registry import register_model
 
 
@@ -32,7 +29,7 @@ class LinearVSEConfig:
 
 
 @register_model("linear-vse", config=LinearVSEConfig, family="retrieval", paper="Kiros et al. 2014 (linear VSE)")
-class LinearVSE(RetrievalModel):
+class LinearVSE(PairRankingLoss, RetrievalModel):
     """Linear image and text projections to a cosine joint space, hinge triplet loss."""
 
     def __init__(self, config: LinearVSEConfig) -> None:
@@ -45,12 +42,6 @@ class LinearVSE(RetrievalModel):
 
     def embed_text(self, text: Tensor) -> Tensor:
         return F.normalize(self.txt_proj(text), dim=-1)
-
-    def loss(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> dict[str, Tensor]:
-        img = self.embed_image(batch["image"])
-        txt = self.embed_text(batch["text"])
-        rank = ranking_loss(img, txt, margin=self.config.margin, hardest=self.config.hardest)
-        return {"loss": rank, "ranking": rank.detach()}
 
     def example_batch(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
         return {

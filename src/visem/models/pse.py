@@ -209,12 +209,19 @@ class GenerativeLabelModel(EmbeddingModel):
 # PSE and PSE*
 # --------------------------------------------------------------------------
 @dataclass
-class PSEConfig:
+class LabelVAEConfig:
+    """Fields every label-conditioned VAE here shares: data sizes, latent size, MLP widths (Appendix A)."""
+
     image_dim: int | None = None
     class_dim: int | None = None
     n_classes: int | None = None
     latent_dim: int = 10
     hidden: tuple[int, ...] = (512, 64)
+
+
+@dataclass
+class PSEConfig(LabelVAEConfig):
+    """PSE has no further settings."""
 
 
 @dataclass
@@ -310,12 +317,8 @@ class PSEStar(PSE):
 # CVAE
 # --------------------------------------------------------------------------
 @dataclass
-class CVAEConfig:
-    image_dim: int | None = None
-    class_dim: int | None = None
-    n_classes: int | None = None
-    latent_dim: int = 10
-    hidden: tuple[int, ...] = (512, 64)
+class CVAEConfig(LabelVAEConfig):
+    """CVAE has no further settings."""
 
 
 @register_model("cvae", config=CVAEConfig, family="generative", paper="seed 002 Eq. 4 (CVAE, Sohn et al. 2015)")
@@ -366,22 +369,12 @@ class CVAE(GenerativeLabelModel):
 # JMVAE and TrELBO
 # --------------------------------------------------------------------------
 @dataclass
-class JMVAEConfig:
-    image_dim: int | None = None
-    class_dim: int | None = None
-    n_classes: int | None = None
-    latent_dim: int = 10
-    hidden: tuple[int, ...] = (512, 64)
+class JMVAEConfig(LabelVAEConfig):
     alpha: float = 0.1
 
 
 @dataclass
-class TrELBOConfig:
-    image_dim: int | None = None
-    class_dim: int | None = None
-    n_classes: int | None = None
-    latent_dim: int = 10
-    hidden: tuple[int, ...] = (512, 64)
+class TrELBOConfig(LabelVAEConfig):
     lambda_1: float = 1.0
     lambda_2: float = 1.0
 
@@ -484,12 +477,7 @@ class TrELBO(_JointModel):
 # SCAN
 # --------------------------------------------------------------------------
 @dataclass
-class SCANConfig:
-    image_dim: int | None = None
-    class_dim: int | None = None
-    n_classes: int | None = None
-    latent_dim: int = 10
-    hidden: tuple[int, ...] = (512, 64)
+class SCANConfig(LabelVAEConfig):
     beta: float = 10.0
 
 

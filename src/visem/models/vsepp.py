@@ -23,8 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from visem.losses import ranking_loss
-from visem.models.base import RetrievalModel
+from visem.models.base import PairRankingLoss, RetrievalModel
 from visem.models.registry import register_model
 from visem.models.text import RNNTextEncoder, check_ids
 from visem.metrics import retrieval_recall
@@ -83,7 +82,7 @@ class VSEPPConfig:
 
 
 @register_model("vsepp", config=VSEPPConfig, family="retrieval", paper="Faghri et al. 2018 (VSE++), baseline of seeds 001 and 003")
-class VSEPP(TokenRetrievalModel):
+class VSEPP(PairRankingLoss, TokenRetrievalModel):
     """VSE++: linear image projection, GRU caption encoder, hardest-negative hinge loss."""
 
     def __init__(self, config: VSEPPConfig) -> None:
@@ -108,12 +107,6 @@ class VSEPP(TokenRetrievalModel):
         check_ids("text", text, self.config.vocab_size)
         _, last = self.text_encoder(text)
         return F.normalize(last, dim=-1)
-
-    def loss(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> dict[str, Tensor]:
-        img = self.embed_image(batch["image"])
-        txt = self.embed_text(batch["text"])
-        rank = ranking_loss(img, txt, margin=self.config.margin, hardest=self.config.hardest)
-        return {"loss": rank, "ranking": rank.detach()}
 
     def example_batch(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
         return {
