@@ -36,8 +36,9 @@ neither the pseudo triplet nor any discriminator that sees ``s``),
 Choices where the paper is vague: the attention temperature ``lambda`` (5;
 not given), ``K' = H`` ("the same dimension is shared by all the context
 vectors"), discriminators are two-layer MLPs (hidden 512, ReLU; DANN's
-domain classifier shape, the paper does not say) acting on the
-L2-normalised instance embeddings, and ``H`` defaults to 512 as in the paper.
+domain classifier shape, the paper does not say; ``disc_hidden=0`` makes
+them linear) acting on the L2-normalised instance embeddings, and ``H``
+defaults to 512 as in the paper.
 
 Batches: ``pair.image`` ``(B, N, image_dim)``, ``pair.text`` ``(B, L)`` ids,
 ``pseudo.image`` ``(B', N, image_dim)``, ``pseudo.text`` ``(B', L')`` ids.
@@ -152,21 +153,26 @@ class A3VSE(TokenRetrievalModel):
             raise ValueError("a3vse needs vocab_size")
         if not 0.0 <= c.beta <= 1.0:
             raise ValueError(f"beta must be in [0, 1], got {c.beta}")
+        if c.disc_hidden < 0:
+            raise ValueError(f"disc_hidden must be >= 0 (0 = linear discriminators), got {c.disc_hidden}")
         self.region_proj = nn.Linear(c.image_dim, c.embed_dim)
         self.text_encoder = RNNTextEncoder(c.vocab_size, c.word_dim, c.embed_dim, rnn=c.rnn)
         if c.attention:
             self.img_attn = ContextAttention(c.embed_dim, c.heads, c.attn_temperature)
             self.txt_attn = ContextAttention(c.embed_dim, c.heads, c.attn_temperature)
         out_dim = c.embed_dim * (c.heads if c.attention else 1)
-        self.discriminators = nn.ModuleDict({
-            name: nn.Sequential(nn.Linear(out_dim, c.disc_hidden), nn.ReLU(), nn.Linear(c.disc_hidden, 1))
-            for name in self.active_discriminators()
-        })
+        self.discriminators = nn.ModuleDict({name: self._discriminator(out_dim) for name in self.active_discriminators()})
         for mod in self.modules():  # Xavier initialisation (Sec. 4.3)
             if isinstance(mod, nn.Linear):
                 nn.init.xavier_uniform_(mod.weight)
                 if mod.bias is not None:
                     nn.init.zeros_(mod.bias)
+
+    def _discriminator(self, dim: int) -> nn.Module:
+        h = self.config.disc_hidden
+        if h == 0:
+            return nn.Linear(dim, 1)
+        return nn.Sequential(nn.Linear(dim, h), nn.ReLU(), nn.Linear(h, 1))
 
     def active_discriminators(self) -> list[str]:
         c = self.config
