@@ -8,6 +8,7 @@ from visem.experiments import format_table, get_experiment
 from visem.experiments.retrieval import (
     ABLATIONS,
     Budget,
+    bleu_ceiling,
     cross_style,
     region_pca,
     setting_name,
@@ -15,6 +16,7 @@ from visem.experiments.retrieval import (
     split_concepts,
     synthetic_corpus,
 )
+from visem.features.text import TextTable
 from visem.train.sampler import IndexSampler, MultiSampler
 
 CROSS = ("vsepp", "vsa-ae", "vsa-e-mmd", "vsa-ae-mmd")
@@ -83,6 +85,10 @@ def test_cross_style_rows_and_unpaired_target(tmp_path):
         assert 0.0 <= r["i2t_r10"] <= 100.0
     cfg = res["config"]
     assert cfg["n_test_concepts"] == 4 and cfg["n_target_images"] == 12
+    # no reconstruction beats a perfect auto-encoder over the training vocabulary
+    for r in rows:
+        if "bleu4" in r:
+            assert all(r[f"bleu{n}"] <= cfg["bleu_ceiling"][r["setting"]][f"bleu{n}"] + 1e-9 for n in (2, 3, 4))
     # each model trained its steps and left its weights
     assert all((tmp_path / m / "model.safetensors").exists() for m in CROSS)
     table = format_table({"experiment": "emoji-cross-style", "rows": rows, "paper": []})
@@ -138,3 +144,18 @@ def test_quick_reproduction_on_emoji(tmp_path, name):
     except DataError as exc:
         pytest.skip(f"emoji data or features not prepared: {exc}")
     assert (tmp_path / "results.json").exists() and res["rows"] and res["paper"]
+
+
+def test_bleu_ceiling_counts_out_of_vocabulary_words_as_misses():
+    from sacrebleu.metrics import BLEU
+
+    text = TextTable(["a small red cat sat on the mat today", "one big blue dog ran in the park"])
+    caps = ["a small red cat ran in the park", "one big green dog sat on the mat"]  # "green" is unknown
+    data = {"text": text.encode(caps), "captions": caps}
+    got = bleu_ceiling(data, text, max_len=30)
+    hyps = ["a small red cat ran in the park", "one big <unk> dog sat on the mat"]
+    for n in (2, 3, 4):
+        want = BLEU(tokenize="none", max_ngram_order=n).corpus_score(hyps, [caps]).score
+        assert abs(got[f"bleu{n}"] - want) < 1e-9
+    assert got["bleu4"] < 100.0
+    assert bleu_ceiling({"text": text.encode(caps[:1]), "captions": caps[:1]}, text, 30)["bleu4"] == pytest.approx(100.0)
