@@ -20,7 +20,7 @@ from visem.features.text import TextTable
 from visem.train.sampler import IndexSampler, MultiSampler
 
 CROSS = ("vsepp", "vsa-ae", "vsa-e-mmd", "vsa-ae-mmd")
-SPARSE = ("vsepp", "scan-xattn", "a3vse")
+SPARSE = ("vsepp", "scan-xattn", "a3vse")  # registered models with a budget
 METRICS = {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum"}
 
 
@@ -100,9 +100,13 @@ def test_sparse_rows_ablations_and_tag_baseline(tmp_path):
     res = sparse(corpus, tmp_path, _budget(SPARSE, steps=3), settings=((0.25, 1),), ablation_setting=(0.25, 1),
                  full=True)
     got = [(r["model"], r["setting"]) for r in res["rows"]]
-    expected = [(m, "sparse-25-1") for m in SPARSE] + [(a, "sparse-25-1") for a in ABLATIONS]
-    expected += [(m, "full") for m in SPARSE] + [("s_g", "no-pairs")]
+    models = SPARSE + ("a3vse-no-adv",)  # the default: A3VSE without discriminators at every setting too
+    expected = [(m, "sparse-25-1") for m in models] + [(a, "sparse-25-1") for a in ABLATIONS if a not in models]
+    expected += [(m, "full") for m in models] + [("s_g", "no-pairs")]
     assert got == expected
+    header = (tmp_path / "full" / "a3vse-no-adv" / "metrics.csv").read_text().splitlines()[0]
+    assert "triplet_pair" in header and "adversarial" not in header
+    assert "adversarial" in (tmp_path / "full" / "a3vse" / "metrics.csv").read_text().splitlines()[0]
     assert all(METRICS <= set(r) for r in res["rows"])
     splits = res["config"]["splits"]
     assert splits["sparse-25-1"] == {"paired_images": 6, "pairs": 6, "unpaired_images": 18}

@@ -12,12 +12,14 @@
 
 ``emoji-sparse`` (seed 003 Tables 1, 2 and 5 protocol)
     Images of both styles; 20% of the concepts held out for testing (their
-    Google-style images and captions form the test set). Of the training images a fraction ``a`` in {10, 20, 50}% is paired with 1 or all
+    Google-style images and captions form the test set). Of the training
+    images a fraction ``a`` in {10, 20, 50}% is paired with 1 or all
     (up to 3) of its captions (``setting="sparse-{a}-{1|all}"``); the other
     training images are un-annotated and get a pseudo caption, their tags
     joined in order (the stand-in for seed 003's regional semantics). VSE++
-    (pooled features), SCAN (7 x 7 grid regions) and A3VSE (grid regions,
-    pseudo pairs) at every setting, the Table 5 ablations of A3VSE at
+    (pooled features), SCAN (7 x 7 grid regions), A3VSE (grid regions,
+    pseudo pairs) and A3VSE without its discriminators (``a3vse-no-adv``)
+    at every setting, the other Table 5 ablations of A3VSE at
     ``sparse-10-all``, ``full`` (every training image, all captions) as the
     upper bound, and the ``s_g`` tag-matching baseline (no pairs, setting
     ``no-pairs``).
@@ -337,6 +339,17 @@ ABLATIONS = {
     "a3vse-no-trans": {"trans": False},
 }
 
+#: the models ``emoji-sparse`` trains at every setting: the three of seed 003's tables, and A3VSE
+#: without its discriminators, the variant that trains at CPU budgets (docs/retrieval.md)
+SPARSE_MODELS = ("vsepp", "scan-xattn", "a3vse", "a3vse-no-adv")
+
+
+def _variant(label: str) -> tuple[str, dict[str, Any]]:
+    """``(registered model, config switches)`` of a row label: a model name or an A3VSE ablation label."""
+    if label in ABLATIONS:
+        return "a3vse", dict(ABLATIONS[label])
+    return label, {}
+
 
 def setting_name(fraction: float, n_captions: int) -> str:
     if fraction >= 1.0 and n_captions == 0:
@@ -363,7 +376,7 @@ class EvalProtocol:
 
 def sparse(corpus: Corpus, out_dir: Path, budget: Budget, seed: int = 0,
            settings: Sequence[tuple[float, int]] = SPARSE_SETTINGS, ablation_setting: tuple[float, int] | None = (0.1, 0),
-           models: Sequence[str] = ("vsepp", "scan-xattn", "a3vse"), full: bool = True,
+           models: Sequence[str] = SPARSE_MODELS, full: bool = True,
            test_domain: str = "google", ablations: Mapping[str, dict[str, Any]] = ABLATIONS) -> dict[str, Any]:
     """Sparse parallel corpus grid on the emoji-like corpus; ``n_captions = 0`` means all of an image's captions.
 
@@ -408,7 +421,9 @@ def sparse_grid(corpus: Corpus, out_dir: Path, budget: Budget, train_img: np.nda
     ``train_img``: the corpus rows the sparse subsets are drawn from (with
     :func:`visem.data.splits.sparse_corpus`, nested across settings);
     ``settings``: ``(fraction of images, captions per image or 0 = all)``,
-    plus ``full`` (every training image, all captions). VSE++ reads pooled
+    plus ``full`` (every training image, all captions). ``models``: registered
+    names or A3VSE ablation labels (``ABLATIONS``), trained at every setting;
+    ``ablations`` only at ``ablation_setting``. VSE++ reads pooled
     features, SCAN and A3VSE the region features (``corpus.grid``). A3VSE's
     pseudo pairs are the un-annotated training images with a pseudo caption
     (the annotated ones at ``full``): ``pseudo(paired_captions, images)``
@@ -433,7 +448,7 @@ def sparse_grid(corpus: Corpus, out_dir: Path, budget: Budget, train_img: np.nda
         corpus = Corpus(corpus.pooled, region_pca(corpus.grid, train_img, budget.grid_pca, seed), corpus.domain,
                         corpus.concept, corpus.captions, corpus.caption_image, corpus.tags, corpus.glove)
     grid = torch.as_tensor(corpus.grid) if corpus.grid is not None else None
-    if grid is None and any(m != "vsepp" for m in models):
+    if grid is None and any(_variant(m)[0] != "vsepp" for m in models):
         raise ValueError("region models (scan-xattn, a3vse) need region features (corpus.grid)")
     dims_p = {"image_dim": int(pooled.shape[1]), "vocab_size": len(text.vocab)}
     dims_g = {"image_dim": int(grid.shape[-1]), "vocab_size": len(text.vocab)} if grid is not None else {}
@@ -464,9 +479,9 @@ def sparse_grid(corpus: Corpus, out_dir: Path, budget: Budget, train_img: np.nda
         unl = sc.unpaired_images if len(sc.unpaired_images) else sc.paired_images
         splits_cfg[setting] = {"paired_images": int(len(sc.paired_images)), "pairs": int(len(pair_cap)),
                                "unpaired_images": int(len(sc.unpaired_images))}
-        runs: list[tuple[str, str, dict[str, Any]]] = [(m, m, {}) for m in models]
+        runs: list[tuple[str, str, dict[str, Any]]] = [(m, *_variant(m)) for m in models]
         if ablation_setting is not None and (fraction, n_caps) == tuple(ablation_setting):
-            runs += [(label, "a3vse", sw) for label, sw in ablations.items()]
+            runs += [(label, "a3vse", sw) for label, sw in ablations.items() if label not in models]
         pseudo_ids = None
         for label, name, switches in runs:
             regions = name != "vsepp"
