@@ -214,7 +214,7 @@ def test_retrieval_precomp_quick(tmp_path, precomp_writer):
     folder = _precomp(tmp_path / "f30k_precomp", precomp_writer)
     res = reproduce("retrieval-precomp", tmp_path / "out", quick=True, data=folder)
     cfg = res["config"]
-    assert cfg["test_split"] == "testall" and cfg["models"] == ["vsepp", "scan-xattn", "a3vse"]
+    assert cfg["test_split"] == "testall" and cfg["models"] == ["vsepp", "scan-xattn", "a3vse", "a3vse-no-adv"]
     ids = {(r["model"], r["setting"]) for r in res["rows"]}
     assert ids == {(m, s) for m in cfg["models"] for s in ("sparse-10-1", "full")}
     chance_r10 = 100.0 * 10 / 40

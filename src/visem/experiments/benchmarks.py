@@ -38,7 +38,7 @@ import torch
 
 from visem.data.paths import DataError
 from visem.experiments import register_experiment
-from visem.experiments.retrieval import Budget, Corpus, EvalProtocol, SPARSE_SETTINGS, sparse_grid
+from visem.experiments.retrieval import Budget, Corpus, EvalProtocol, SPARSE_MODELS, SPARSE_SETTINGS, sparse_grid
 from visem.experiments.zeroshot import _CMR_RUNS, _SEED004, CMRSplit, make_cmr_split, run_cmr_models, run_xian, standardize_cmr
 
 XIAN_LAYOUT = ("a Xian et al. data set folder (AwA2, CUB, SUN, ...) holding res101.mat ('features' D x N, 'labels') "
@@ -400,7 +400,7 @@ def run_retrieval_precomp(out_dir: Path, quick: bool = False, seed: int = 0, pro
                           data: Path | None = None) -> dict[str, Any]:
     budget, limits = precomp_budget(quick, progress)
     corpus, train_rows, protocols, info = load_precomp_corpus(data, seed=seed, **limits)
-    models = ("vsepp", "scan-xattn", "a3vse") if corpus.grid is not None else ("vsepp",)
+    models = SPARSE_MODELS if corpus.grid is not None else ("vsepp",)
     settings = ((0.1, 1),) if quick else SPARSE_SETTINGS
     res = sparse_grid(corpus, Path(out_dir), budget, train_rows, protocols, seed=seed, settings=settings,
                       models=models, full=True, pseudo=nearest_caption_pseudo(corpus))
