@@ -1,4 +1,5 @@
-"""Shared fixtures: writers of the published data-set file layouts (Xian, cross-modal .mat, VSE++ precomp).
+"""Shared fixtures: writers of the published data-set file layouts (Xian, cross-modal .mat, VSE++ precomp),
+and ``one_thread`` (modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``).
 
 Each fixture returns a function that writes arrays given row-major and
 0-based in the layout the releases use (one column per item, 1-based ids),
@@ -12,6 +13,17 @@ from typing import Sequence
 
 import numpy as np
 import pytest
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test: the models here are tiny, so more threads only add contention."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def write_xian_folder(folder: Path, features: np.ndarray, labels: np.ndarray, att: np.ndarray,

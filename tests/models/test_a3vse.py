@@ -12,12 +12,7 @@ DIMS = {"image_dim": 12, "vocab_size": 30}
 SMALL = {"embed_dim": 16, "word_dim": 8, "disc_hidden": 32, "heads": 2}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(**kw):
@@ -164,7 +159,7 @@ def test_discriminator_accuracy_falls_behind_gradient_reversal():
     opt = model.make_optimizers(3e-3)
     # phase 1, gamma = 0 (progress 0): the discriminator learns to tell v from v^u
     for _ in range(100):
-        acc = model.train_step(batch(), opt, 0.0)["acc_v_vu"].item()
+        model.train_step(batch(), opt, 0.0)
     learned = sum(model.train_step(batch(), opt, 0.0)["acc_v_vu"].item() for _ in range(20)) / 20
     # phase 2, gamma ~ 1: the encoders receive the reversed gradient and close the gap
     accs = [model.train_step(batch(), opt, 1.0)["acc_v_vu"].item() for _ in range(200)]

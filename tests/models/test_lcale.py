@@ -15,12 +15,7 @@ from visem.train.trainer import TrainConfig
 DIMS = {"image_dim": 6, "text_dim": 5, "class_dim": 4}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _batch(seed=0, n=8):

@@ -14,12 +14,7 @@ DIMS = {"image_dim": 12, "vocab_size": 30}
 SMALL = {"embed_dim": 16, "word_dim": 8}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(**kw):

@@ -13,12 +13,7 @@ DIMS = {"image_dim": 12, "vocab_size": 30}
 SMALL = {"hidden_dim": 24, "channels": [16, 16], "word_dim": 8, "max_len": 14}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(name="vsa-ae-mmd", **kw):

@@ -9,13 +9,7 @@ from visem.models.text import decode_ids, lengths_of
 DIMS = {"image_dim": 12, "vocab_size": 30}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models: intra-op threads only add contention on a shared machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(**kw):

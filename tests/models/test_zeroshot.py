@@ -11,13 +11,7 @@ from visem.models.zeroshot import class_hinge_loss, eszsl_solve, sae_solve, sylv
 from visem.train.trainer import TrainConfig
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny matrices: thread start-up dominates on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_class_hinge_loss_by_hand():
