@@ -45,8 +45,8 @@ def unit(n: int, d: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
 # --------------------------------------------------------------------------
 # ranking loss
 # --------------------------------------------------------------------------
-def naive_ranking(img: torch.Tensor, txt: torch.Tensor, margin: float, hardest: bool) -> float:
-    """Seed 001 Eq. 8 / seed 003 Eq. 2 with explicit loops, in float64."""
+def naive_ranking(img: torch.Tensor, txt: torch.Tensor, margin: float, hardest: bool, mean: bool = False) -> float:
+    """Seed 001 Eq. 8 / seed 003 Eq. 2 with explicit loops, in float64: summed over the pairs (or their mean)."""
     a, b = img.double().tolist(), txt.double().tolist()
     n = len(a)
 
@@ -58,7 +58,7 @@ def naive_ranking(img: torch.Tensor, txt: torch.Tensor, margin: float, hardest: 
         to_txt = [max(0.0, margin - s(k, k) + s(k, j)) for j in range(n) if j != k]
         to_img = [max(0.0, margin - s(k, k) + s(i, k)) for i in range(n) if i != k]
         total += (max(to_txt) + max(to_img)) if hardest else (sum(to_txt) + sum(to_img))
-    return total / n
+    return total / n if mean else total
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -68,6 +68,8 @@ def test_ranking_loss_matches_naive_loop(dtype: torch.dtype, hardest: bool) -> N
     got = ranking_loss(img, txt, margin=0.3, hardest=hardest)
     assert got.dtype == dtype and got.shape == ()
     assert got.item() == pytest.approx(naive_ranking(img, txt, 0.3, hardest), **approx_tol(dtype))
+    mean = ranking_loss(img, txt, margin=0.3, hardest=hardest, reduction="mean")
+    assert mean.item() == pytest.approx(naive_ranking(img, txt, 0.3, hardest, mean=True), **approx_tol(dtype))
 
 
 @pytest.mark.parametrize("hardest", [False, True])
@@ -77,7 +79,7 @@ def test_ranking_loss_matches_pytorch_metric_learning(hardest: bool) -> None:
     # negatives from the other) computes exactly one direction of Eq. 8;
     # BatchHardMiner picks the hardest negative (the only positive is the
     # pair), giving one direction of seed 003 Eq. 2. Our loss is the sum of
-    # both directions divided by the batch size.
+    # both directions (reduction="sum", VSE++'s code) or that sum over the batch size ("mean").
     pytest.importorskip("pytorch_metric_learning")
     from pytorch_metric_learning import distances, losses, miners, reducers
 
@@ -94,19 +96,24 @@ def test_ranking_loss_matches_pytorch_metric_learning(hardest: bool) -> None:
     expected = (
         triplet(img, labels, t1, ref_emb=txt, ref_labels=ref_labels)
         + triplet(txt, labels, t2, ref_emb=img, ref_labels=ref_labels)
-    ) / 9
+    )
     got = ranking_loss(img, txt, margin=0.2, hardest=hardest)
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    got = ranking_loss(img, txt, margin=0.2, hardest=hardest, reduction="mean")
+    torch.testing.assert_close(got, expected / 9, rtol=1e-12, atol=1e-12)
 
 
 def test_ranking_loss_known_answers_and_gradient() -> None:
     # Perfectly separated pairs beyond the margin: zero loss.
     eye = torch.eye(4, dtype=torch.float64)
     assert ranking_loss(eye, eye, margin=0.2).item() == 0.0
-    # Everything identical: every hinge is exactly the margin.
     same = torch.ones(3, 2, dtype=torch.float64)
-    assert ranking_loss(same, same, margin=0.2).item() == pytest.approx(2 * 2 * 0.2)
-    assert ranking_loss(same, same, margin=0.2, hardest=True).item() == pytest.approx(2 * 0.2)
+    # Everything identical: every hinge is exactly the margin (3 pairs, 2 negatives each way).
+    assert ranking_loss(same, same, margin=0.2).item() == pytest.approx(3 * 2 * 2 * 0.2)
+    assert ranking_loss(same, same, margin=0.2, hardest=True).item() == pytest.approx(3 * 2 * 0.2)
+    assert ranking_loss(same, same, margin=0.2, reduction="mean").item() == pytest.approx(2 * 2 * 0.2)
+    with pytest.raises(ValueError, match="reduction"):
+        ranking_loss(same, same, reduction="max")
     img = unit(5, 4).requires_grad_()
     txt = unit(5, 4).requires_grad_()
     ranking_loss(img, txt, hardest=True).backward()

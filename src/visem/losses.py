@@ -76,7 +76,8 @@ def _check_broadcast(**tensors: Tensor) -> None:
 # --------------------------------------------------------------------------
 # ranking loss
 # --------------------------------------------------------------------------
-def ranking_loss(img: Tensor, txt: Tensor, margin: float = 0.2, hardest: bool = False) -> Tensor:
+def ranking_loss(img: Tensor, txt: Tensor, margin: float = 0.2, hardest: bool = False,
+                 reduction: Literal["sum", "mean"] = "sum") -> Tensor:
     r"""Bidirectional hinge triplet ranking loss on the in-batch score matrix.
 
     Row ``k`` of ``img`` and row ``k`` of ``txt`` form a matching pair; every
@@ -94,18 +95,26 @@ def ranking_loss(img: Tensor, txt: Tensor, margin: float = 0.2, hardest: bool = 
 
         l_k = max_{j != k} [margin - S_kk + S_kj]_+ + max_{i != k} [margin - S_kk + S_ik]_+
 
-    The result is ``mean_k l_k`` (seed 003 Eq. 2 has the ``1/L``; seed 001
-    sums per pair and this averages the pairs). VSE++'s reference code sums
-    over the batch instead: multiply by the batch size to compare.
+    Reduction over the ``B`` pairs of the batch:
+
+    * ``"sum"`` (default): ``sum_k l_k``, what VSE++'s and SCAN's reference
+      code returns (``cost_s.sum() + cost_im.sum()``) and what seed 001
+      Eq. 11-12 write (per-pair terms summed over the data). The weights
+      that papers put beside this loss (seed 003's six GRL weights, seed
+      001's MMD) assume it.
+    * ``"mean"``: ``mean_k l_k``, the ``1/L`` printed in seed 003 Eq. 2. It
+      divides the ranking gradient by ``B`` against every per-batch term next
+      to it (an MMD, a discriminator's mean log-likelihood).
 
     Args:
         img: ``(B, D)`` image embeddings, ``B >= 2``.
         txt: ``(B, D)`` text embeddings, row-aligned with ``img``.
         margin: the margin ``alpha`` (0.2 in seeds 001 and 003).
         hardest: use the hardest negative only (VSE++) instead of all.
+        reduction: ``"sum"`` or ``"mean"`` over the pairs.
 
     Returns:
-        0-d tensor, the mean over the ``B`` pairs of both directions' hinges.
+        0-d tensor, both directions' hinges reduced over the ``B`` pairs.
 
     Example:
         >>> img = torch.nn.functional.normalize(torch.randn(8, 16), dim=1)
@@ -122,15 +131,18 @@ def ranking_loss(img: Tensor, txt: Tensor, margin: float = 0.2, hardest: bool = 
         )
     if img.shape[0] < 2:
         raise ValueError(f"ranking_loss needs a batch of at least 2 pairs, got img {tuple(img.shape)}")
-    return ranking_loss_from_scores(img @ txt.T, margin=margin, hardest=hardest)
+    return ranking_loss_from_scores(img @ txt.T, margin=margin, hardest=hardest, reduction=reduction)
 
 
-def ranking_loss_from_scores(scores: Tensor, margin: float = 0.2, hardest: bool = False) -> Tensor:
+def ranking_loss_from_scores(scores: Tensor, margin: float = 0.2, hardest: bool = False,
+                             reduction: Literal["sum", "mean"] = "sum") -> Tensor:
     """:func:`ranking_loss` on a precomputed ``(B, B)`` score matrix (diagonal = pairs).
 
     For models whose pair score is not a dot product of two embeddings (SCAN's
-    cross attention); same formula, reduction and ``hardest`` switch.
+    cross attention); same formula, ``reduction`` and ``hardest`` switch.
     """
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
     _check_tensor("scores", scores, 2)
     if scores.shape[0] != scores.shape[1] or scores.shape[0] < 2:
         raise ValueError(f"scores must be a square (B, B) matrix with B >= 2, got {tuple(scores.shape)}")
@@ -145,7 +157,7 @@ def ranking_loss_from_scores(scores: Tensor, margin: float = 0.2, hardest: bool 
         per_pair = cost_txt.amax(dim=1) + cost_img.amax(dim=0)
     else:
         per_pair = cost_txt.sum(dim=1) + cost_img.sum(dim=0)
-    return per_pair.mean()
+    return per_pair.sum() if reduction == "sum" else per_pair.mean()
 
 
 # --------------------------------------------------------------------------

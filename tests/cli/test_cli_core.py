@@ -24,7 +24,7 @@ def test_train_synthetic_then_eval(tmp_path, capsys):
     assert metrics["t2i_r1"] > 20 and metrics["i2t_r10"] > 60
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["model"] == {"name": "linear-vse", "image_dim": 32, "text_dim": 16, "embed_dim": 32,
-                            "margin": 0.2, "hardest": False}
+                            "margin": 0.2, "hardest": False, "reduction": "sum"}
     assert cfg["train"]["steps"] == 150
     for name in ("checkpoint.safetensors", "model.safetensors", "metrics.csv"):
         assert (run / name).is_file()

@@ -16,7 +16,8 @@ from visem.cli import main
 from visem.config import ConfigError
 from visem.data.paths import DataError
 from visem.experiments import get_experiment, list_experiments, register_experiment, reproduce
-from visem.experiments.zeroshot import _CMR_RUNS, _ZSL_RUNS
+from visem.experiments.zscmr import _CMR_RUNS
+from visem.experiments.zsl import _ZSL_RUNS
 
 ZSL_KEYS = ("unseen_accuracy", "gzsl_seen", "gzsl_unseen", "gzsl_h", "retrieval_map")
 CMR_KEYS = ("i2t_map", "t2i_map", "avg_map", "p_at_100")

@@ -6,16 +6,8 @@ import torch
 
 from visem.data.synthetic import synthetic_pairs
 from visem.experiments import format_table, get_experiment, reproduce
-from visem.experiments.zeroshot import (
-    _CMR_RUNS,
-    _ZSL_RUNS,
-    few_shot_split,
-    make_cmr_split,
-    make_zsl_split,
-    train_zsl,
-    validation_split,
-    zsl_metrics,
-)
+from visem.experiments.zscmr import _CMR_RUNS, make_cmr_split
+from visem.experiments.zsl import _ZSL_RUNS, few_shot_split, make_zsl_split, train_zsl, validation_split, zsl_metrics
 from visem.train.trainer import TrainConfig
 
 
@@ -151,7 +143,7 @@ def test_zscmr_emoji_quick(tmp_path):
 def test_run_xian_on_a_file_in_the_published_layout(tmp_path, data):
     import scipy.io
 
-    from visem.experiments.zeroshot import run_xian
+    from visem.experiments.benchmarks import run_xian
 
     folder = tmp_path / "TOY"
     folder.mkdir()

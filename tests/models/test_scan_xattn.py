@@ -60,11 +60,20 @@ def test_scores_match_naive_reference(direction, pooling):
         for i in range(3):
             for t in range(3):
                 m = int(mask[t].sum())
-                ref = _naive_score(regions[i], words[t, :m], direction, pooling, 4.0, 6.0)
+                ref = _naive_score(regions[i], words[t, :m], direction, pooling, 4.0, model.lambda_lse)
                 assert s[i, t].item() == pytest.approx(ref.item(), abs=1e-5)
         # blocked evaluation gives the same matrix
         assert torch.allclose(_model(direction=direction, pooling=pooling, lambda_softmax=4.0,
                                      eval_block=2).score_matrix(image, text), s, atol=1e-6)
+
+
+def test_each_direction_has_its_own_temperatures():
+    # SCAN's best single models: t2i lambda_1 = 9, lambda_2 = 6; i2t lambda_1 = 4, lambda_2 = 5 (Flickr30K)
+    t2i, i2t = _model(direction="t2i"), _model(direction="i2t")
+    assert (t2i.lambda_softmax, t2i.lambda_lse) == (9.0, 6.0)
+    assert (i2t.lambda_softmax, i2t.lambda_lse) == (4.0, 5.0)
+    coco = _model(direction="i2t", lambda_lse=20.0)
+    assert (coco.lambda_softmax, coco.lambda_lse) == (4.0, 20.0)
 
 
 def test_recall_and_hinge_from_scores_agree_with_embedding_versions():

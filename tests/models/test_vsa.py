@@ -100,7 +100,7 @@ def _hinge_sum_by_hand(img, txt, margin):
     for k in range(n):
         total += sum(max(0.0, margin - s[k, k] + s[k, j]) for j in range(n) if j != k)
         total += sum(max(0.0, margin - s[k, k] + s[i, k]) for i in range(n) if i != k)
-    return total / n
+    return total  # Eq. 8 per pair, summed over the batch (Eq. 11-12)
 
 
 def _mmd_by_hand(x, y, sigma):
@@ -123,15 +123,23 @@ def test_joint_loss_eq12_terms_by_hand():
         n = lambda x: F.normalize(x, dim=-1)  # noqa: E731
         rank = _hinge_sum_by_hand(n(hi_s), n(hc_s), 0.2)  # Eq. 7-8
         m = _mmd_by_hand(torch.cat([n(hi_s), n(hi_t)]), torch.cat([n(hc_s), n(hc_t)]), 1.0)  # Eq. 9-10
-        rec_i = sum(((model.img_dec(h) - x) ** 2).sum(1).mean() for h, x in
-                    ((hi_s, batch["src.image"]), (hi_t, batch["tgt.image"])))  # Eq. 5-6
-        rec_c = model.text_ae.reconstruction_loss(batch["src.text"], hc_s).mean() + \
-            model.text_ae.reconstruction_loss(batch["tgt.text"], hc_t).mean()  # Eq. 3
+        rec_i = sum(((model.img_dec(h) - x) ** 2).sum(1).sum() for h, x in
+                    ((hi_s, batch["src.image"]), (hi_t, batch["tgt.image"])))  # Eq. 5-6, summed (Eq. 11)
+        rec_c = model.text_ae.reconstruction_loss(batch["src.text"], hc_s).sum() + \
+            model.text_ae.reconstruction_loss(batch["tgt.text"], hc_t).sum()  # Eq. 3, summed (Eq. 11)
     assert terms["ranking"].item() == pytest.approx(float(rank), rel=1e-4)
     assert terms["mmd"].item() == pytest.approx(m, rel=1e-4, abs=1e-6)
     assert terms["rec_image"].item() == pytest.approx(rec_i.item(), rel=1e-5)
     assert terms["rec_text"].item() == pytest.approx(rec_c.item(), rel=1e-5)
     assert terms["loss"].item() == pytest.approx(float(rank) + m + rec_i.item() + rec_c.item(), rel=1e-4)
+    # reduction="mean": every per-sample term averaged over the batch of 5, MMD unchanged
+    mean = _model(reduction="mean")
+    mean.load_state_dict(model.state_dict())
+    mt = mean.loss(batch)
+    assert mt["ranking"].item() == pytest.approx(float(rank) / 5, rel=1e-4)
+    assert mt["rec_image"].item() == pytest.approx(rec_i.item() / 5, rel=1e-5)
+    assert mt["rec_text"].item() == pytest.approx(rec_c.item() / 5, rel=1e-5)
+    assert mt["mmd"].item() == pytest.approx(m, rel=1e-4, abs=1e-6)
 
 
 def test_ablations_drop_their_terms_and_parameters():

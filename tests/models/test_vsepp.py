@@ -25,7 +25,7 @@ def _hinge_by_hand(img, txt, margin, hardest):
         a = [max(0.0, margin - s[k, k].item() + s[k, j].item()) for j in range(n) if j != k]
         b = [max(0.0, margin - s[k, k].item() + s[i, k].item()) for i in range(n) if i != k]
         total += (max(a) + max(b)) if hardest else (sum(a) + sum(b))
-    return total / n
+    return total  # summed over the batch, as VSE++'s ContrastiveLoss
 
 
 @pytest.mark.parametrize("hardest", [True, False])

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from visem.data.synthetic import synthetic_pairs
-from visem.experiments.zeroshot import make_zsl_split, train_zsl, zsl_metrics
+from visem.experiments.zsl import make_zsl_split, train_zsl, zsl_metrics
 from visem.models import build_model
 from visem.models.zeroshot import class_hinge_loss, eszsl_solve, sae_solve, sylvester_solve
 from visem.train.trainer import TrainConfig

@@ -19,6 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--synthetic", action="store_true", help="synthetic data and the linear VSE baseline, no files")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.steps=100 (repeatable)")
+    add_threads_option(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a finished run on its held-out data")
@@ -34,6 +35,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, metavar="PATH",
                    help="your copy of the paper's data set, for the experiments that take one "
                         "(`visem list` marks them and says what PATH must be)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting of the experiment, e.g. --set train.steps=20000 (repeatable; "
+                        "unknown keys are errors that list the known ones)")
+    add_threads_option(p)
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("demo", help="the main job of `make demo`: an emoji search index from 20%% of the captions")
@@ -41,6 +46,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="training steps (default: from the data size)")
     p.add_argument("--method", default=None, help="a retrieval model instead of the automatic choice")
     p.set_defaults(func=cmd_demo)
+
+
+def add_threads_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads for torch in this process (default: torch's, one per core); "
+                        "experiments that train several runs use one thread per worker process")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -67,8 +78,10 @@ SYNTHETIC = {
 
 def cmd_train(args: argparse.Namespace) -> int:
     from visem.config import merge
+    from visem.runtime import set_threads
     from visem.train.run import load_run_config, train_run
 
+    set_threads(args.threads)
     overrides = parse_overrides(args.overrides)
     if args.synthetic:
         if args.config:
@@ -91,8 +104,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from visem.experiments import format_table, reproduce
+    from visem.experiments import QUICK_BANNER, format_table, reproduce
+    from visem.runtime import set_threads
 
+    set_threads(args.threads)
+    if args.quick:
+        print(QUICK_BANNER)
     if args.out:
         out = Path(args.out)
     elif args.data:  # one folder per data set, so runs on AwA2 and CUB do not overwrite each other
@@ -100,7 +117,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     else:
         out = Path("runs") / args.experiment
     results = reproduce(args.experiment, out, quick=args.quick, data=args.data, seed=args.seed,
-                        progress=args.progress)
+                        progress=args.progress, overrides=parse_overrides(args.overrides))
     print(format_table(results))
     print(f"\nresults written to {out / 'results.json'}")
     return 0

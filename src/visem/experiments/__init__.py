@@ -18,21 +18,31 @@ be); it then receives ``data=Path(PATH)`` as a keyword. :func:`reproduce`
 refuses a missing ``data`` for a ``"required"`` experiment and any ``data``
 for an experiment registered without it (``data=None``, the default), with a
 message that names ``--data`` and the expected layout.
+
+**Budgets and options** (``visem reproduce NAME --set KEY=VALUE``). An
+experiment that accepts ``overrides`` (a nested dict, e.g.
+``{"train": {"steps": 20000}}``) resolves its built-in settings with
+:func:`settings`: every key must exist in the defaults, so a typo is an error
+naming it. The settings actually used go into ``config`` of
+``results.json``, and :func:`reproduce` records ``config.quick`` and
+``config.overrides`` for every experiment. ``--quick`` tables print a banner:
+their numbers mean nothing.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
-from visem.config import ConfigError
+from visem.config import ConfigError, merge
 from visem.io import atomic_write_json
 
 # Modules whose import registers experiments.
-EXPERIMENT_MODULES = ("visem.experiments.synthetic", "visem.experiments.zeroshot", "visem.experiments.retrieval", "visem.experiments.pse", "visem.experiments.benchmarks")
+EXPERIMENT_MODULES = ("visem.experiments.synthetic", "visem.experiments.zsl", "visem.experiments.zscmr", "visem.experiments.retrieval", "visem.experiments.pse", "visem.experiments.benchmarks")
 
 # Keys that name a row rather than measure it.
 ID_KEYS = ("model", "setting", "latent_dim", "features", "dataset")
@@ -127,21 +137,63 @@ def check_data(exp: Experiment, data: str | Path | None) -> Path | None:
     return path
 
 
+QUICK_BANNER = "QUICK RUN: a few steps on a subset of the data; it exercises the code, its numbers mean nothing"
+
+
+def _leaf_keys(d: Mapping[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out += _leaf_keys(v, key + ".") if isinstance(v, Mapping) and v else [key]
+    return out
+
+
+def settings(defaults: Mapping[str, Any], overrides: Mapping[str, Any] | None, experiment: str) -> dict[str, Any]:
+    """``defaults`` with ``overrides`` merged in (``--set`` of ``visem reproduce``).
+
+    Every overridden key must exist in ``defaults`` at its depth; an unknown
+    one is a :class:`~visem.config.ConfigError` naming it and the known keys.
+    A mapping in ``defaults`` may only be overridden key by key.
+    """
+
+    def check(d: Mapping[str, Any], o: Mapping[str, Any], prefix: str) -> None:
+        for k, v in o.items():
+            key = f"{prefix}{k}"
+            if k not in d:
+                raise ConfigError(f"experiment {experiment!r} has no setting {key!r}; "
+                                  f"known: {', '.join(_leaf_keys(defaults))}")
+            if isinstance(d[k], Mapping) and d[k]:
+                if not isinstance(v, Mapping):
+                    raise ConfigError(f"experiment {experiment!r}: {key!r} is a group of settings "
+                                      f"({', '.join(_leaf_keys(d[k], key + '.'))}); set them one by one")
+                check(d[k], v, key + ".")
+
+    check(defaults, overrides or {}, "")
+    return merge(defaults, overrides or {})
+
+
 def reproduce(name: str, out_dir: str | Path, quick: bool = False, data: str | Path | None = None,
-              **options: Any) -> dict[str, Any]:
+              overrides: Mapping[str, Any] | None = None, **options: Any) -> dict[str, Any]:
     """Run experiment ``name``, write ``out_dir/results.json`` and return the results.
 
     ``data``: the path an experiment registered with ``data=`` runs on
     (``visem reproduce NAME --data PATH``); see :func:`check_data`.
+    ``overrides``: nested ``--set`` values for the experiment's settings (an
+    experiment that takes none refuses them); see :func:`settings`.
     """
     exp = get_experiment(name)
     path = check_data(exp, data)
     if path is not None:
         options["data"] = path
+    if overrides:
+        if "overrides" not in inspect.signature(exp.run).parameters:
+            raise ConfigError(f"experiment {name!r} takes no --set (its settings are fixed)")
+        options["overrides"] = dict(overrides)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = exp.run(out_dir, quick, **options)
     validate_results(results, name)
+    results["config"] = {**results["config"], "quick": bool(quick), "overrides": dict(overrides or {})}
     atomic_write_json(out_dir / "results.json", results)
     return results
 
@@ -183,11 +235,28 @@ def format_table(results: dict[str, Any]) -> str:
         lines.append(cells)
     unmatched = [r for r in paper if _row_id(r) not in {_row_id(x) for x in rows}]
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
-    out = [f"{results['experiment']}" + ("   (paper values in parentheses)" if paper else "")]
+    out = [QUICK_BANNER] if results.get("config", {}).get("quick") else []
+    out.append(f"{results['experiment']}" + ("   (paper values in parentheses)" if paper else ""))
     out.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
     out.append("  ".join("-" * w for w in widths))
     out += ["  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines]
     if unmatched:
         out.append("paper rows without a visem counterpart: " + "; ".join(
             ", ".join(f"{k}={_fmt(v)}" for k, v in r.items()) for r in unmatched))
+    used = results.get("config", {}).get("settings")
+    if used:
+        out.append("settings (raise any with --set KEY=VALUE): " + ", ".join(
+            f"{k}={_fmt(v)}" for k, v in _flat(used).items()))
+    if results.get("config", {}).get("quick"):
+        out.append(QUICK_BANNER)
     return "\n".join(out)
+
+
+def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

@@ -1,14 +1,14 @@
 """The paper models on the user's copies of the papers' data sets: ``visem reproduce NAME --data PATH``.
 
 ``zsl-xian`` (seed 000 protocol, ``--data`` = a Xian et al. folder)
-    :func:`visem.experiments.zeroshot.run_xian`: ESZSL, SAE, DeViSE, ReViSE
+    :func:`run_xian`: ESZSL, SAE, DeViSE, ReViSE
     (inductive, transductive, transductive with adaptation) and CADA-VAE on the
     proposed split; rows ``unseen_accuracy``, ``gzsl_seen``, ``gzsl_unseen``,
     ``gzsl_h``, ``retrieval_map`` (percent).
 
 ``zscmr-mat`` (seed 004 protocol, ``--data`` = a cross-modal ``.mat`` file)
     LCALE, its four ablations, CADA-VAE, DCCA and the DeViSE-style baseline of
-    ``zscmr-emoji`` (:func:`visem.experiments.zeroshot.run_cmr_models`) on
+    ``zscmr-emoji`` (:func:`visem.experiments.zscmr.run_cmr_models`) on
     the file's image / text features; rows ``i2t_map``, ``t2i_map``,
     ``avg_map``, ``p_at_100`` (fractions). See :func:`cmr_mat_split`.
 
@@ -39,7 +39,10 @@ import torch
 from visem.data.paths import DataError
 from visem.experiments import register_experiment
 from visem.experiments.retrieval import Budget, Corpus, EvalProtocol, SPARSE_MODELS, SPARSE_SETTINGS, sparse_grid
-from visem.experiments.zeroshot import _CMR_RUNS, _SEED004, CMRSplit, make_cmr_split, run_cmr_models, run_xian, standardize_cmr
+from visem.experiments.zscmr import _CMR_RUNS, _SEED004, CMRSplit, make_cmr_split, run_cmr_models, standardize_cmr
+from visem.experiments.zsl import (_GRIDS, _ZSL_PARAMS, _ZSL_RUNS, ZSLSplit, select_params, standardize_zsl,
+                                  train_zsl, validation_split, zsl_metrics)
+from visem.train.trainer import TrainConfig
 
 XIAN_LAYOUT = ("a Xian et al. data set folder (AwA2, CUB, SUN, ...) holding res101.mat ('features' D x N, 'labels') "
                "and att_splits.mat ('att', 'trainval_loc', 'test_seen_loc', 'test_unseen_loc')")
@@ -52,6 +55,81 @@ PRECOMP_LAYOUT = ("a VSE++ / SCAN precomp folder (f30k_precomp, coco_precomp) ho
 # --------------------------------------------------------------------------
 # zsl-xian
 # --------------------------------------------------------------------------
+def xian_validation_classes(d: Any) -> tuple[np.ndarray | None, str]:
+    """The ``val`` classes of a Xian-format data set when its ``train`` / ``val`` splits are class-disjoint.
+
+    Returns ``(classes, source)``; ``(None, reason)`` when the file has no such
+    split (the caller then draws validation classes from the seen ones).
+    """
+    if "train" not in d.splits or "val" not in d.splits:
+        return None, "no train_loc / val_loc in att_splits.mat"
+    tr, va = np.unique(d.labels[d.splits["train"]]), np.unique(d.labels[d.splits["val"]])
+    if not va.size or np.intersect1d(tr, va).size or not np.isin(va, d.seen_classes).all():
+        return None, "train_loc / val_loc share classes (not a zero-shot validation split)"
+    return va, "val_loc classes of att_splits.mat (Xian et al.'s proposed split)"
+
+
+def run_xian(path: Any, quick: bool = False, seed: int = 0, steps: int | None = None,
+             name: str | None = None) -> dict[str, Any]:
+    """The zero-shot models on a Xian-format benchmark (AwA2, CUB, SUN...: ``res101.mat`` + ``att_splits.mat``).
+
+    ``path`` is what :func:`visem.data.load` accepts for the ``xian`` format.
+    Training on ``trainval``, testing on ``test_seen`` / ``test_unseen`` (the
+    proposed splits of Xian et al.); image features z-scored with the
+    ``trainval`` statistics; class side information = ``att`` as released.
+    The closed-form regularisers are chosen on a validation split inside the
+    seen classes: the file's ``val`` classes when ``train_loc`` / ``val_loc``
+    are class-disjoint (the proposed split), else a seeded 20% of the seen
+    classes; the test images are never looked at. The neural models' settings
+    are fixed in advance (``_ZSL_PARAMS``). ReViSE runs inductive and
+    transductive (unlabelled ``test_unseen`` images, with and without the
+    adaptation step); few-shot rows are not run. ``steps`` overrides the
+    training steps (full run 3000, quick 40).
+    """
+    from visem.data import load
+
+    d = load("xian", path=path)
+    ds = name or d.name
+    x = torch.from_numpy(np.asarray(d.features, dtype=np.float32))
+    y = torch.from_numpy(np.asarray(d.labels, dtype=np.int64))
+    s = torch.from_numpy(np.asarray(d.attributes, dtype=np.float32))
+    tr, ts, tu = (torch.from_numpy(d.splits[k]) for k in ("trainval", "test_seen", "test_unseen"))
+    split = standardize_zsl(ZSLSplit(x[tr], y[tr], x[ts], y[ts], x[tu], y[tu], s,
+                                     torch.from_numpy(np.asarray(d.seen_classes, dtype=np.int64)),
+                                     torch.from_numpy(np.asarray(d.unseen_classes, dtype=np.int64))))
+    n_steps = steps if steps is not None else (40 if quick else 3000)
+    tc = TrainConfig(steps=n_steps, batch_size=128, lr=1e-3, seed=seed, log_every=10**9,
+                     checkpoint_every=10**9, progress=False)
+    val_classes, val_source = xian_validation_classes(d)
+    n_val = len(val_classes) if val_classes is not None else max(1, int(round(0.2 * len(split.seen))))
+    if val_classes is None:
+        val_source = f"a seeded 20% of the seen classes ({val_source})"
+    val = validation_split(split, n_val, seed=seed, val_classes=val_classes)
+    rows, chosen = [], {}
+    for model, setting, extra, transductive, shots in _ZSL_RUNS:
+        if shots:
+            continue
+        if model in _GRIDS:
+            params = select_params(model, _GRIDS[model], split, replace(tc, steps=0), n_val, seed, val=val)
+            chosen[model] = params
+            m = train_zsl(model, params, split, replace(tc, steps=0))
+        else:
+            params = {**_ZSL_PARAMS.get(model, {}), **extra}
+            if quick and model == "cada-vae":
+                params["cls_epochs"] = 2
+            m = train_zsl(model, params, split, tc, transductive=transductive)
+        rows.append({"model": model, "setting": setting, "dataset": ds, **zsl_metrics(m, split)})
+    config = {"path": str(path), "dataset": ds, "n_classes": int(s.shape[0]), "n_seen": int(len(split.seen)),
+              "n_unseen": int(len(split.unseen)), "n_trainval": int(len(tr)), "n_test_seen": int(len(ts)),
+              "n_test_unseen": int(len(tu)), "feature_dim": int(x.shape[1]), "class_dim": int(s.shape[1]),
+              "class_embedding": "att of att_splits.mat", "validation": val_source, "n_validation_classes": n_val,
+              "train_steps": n_steps, "batch_size": tc.batch_size, "lr": tc.lr, "neural_params": _ZSL_PARAMS,
+              "closed_form_grids": _GRIDS, "closed_form_chosen_on_validation": chosen, "few_shot": "not run",
+              "quick": quick, "seed": seed}
+    return {"experiment": "zsl-xian", "config": config, "rows": rows, "paper": []}
+
+
+
 @register_experiment("zsl-xian", description="zero-shot recognition / GZSL / retrieval on a Xian-format benchmark "
                      "(ESZSL, SAE, DeViSE, ReViSE inductive + transductive, CADA-VAE)",
                      paper="seed 000 (ReViSE) protocol on Xian et al.'s proposed split",

@@ -18,7 +18,15 @@ experiment).
   Ablation ``attention=False``: mean pooling of the elements.
 * Triplet alignment (Eq. 2-3): hardest-negative hinge loss on annotated pairs
   (margin 0.2) and on pseudo pairs (margin 0.3), weighted ``beta`` and
-  ``1 - beta`` (0.8).
+  ``1 - beta`` (0.8). The hinges are summed over the batch
+  (``reduction="sum"``), as the VSE++ / SCAN code that seed 003 builds on
+  (its features and hard-negative loss are theirs) returns them. Eq. 2
+  prints a ``1/L``; with it the six discriminator losses (each a mean over
+  the batch, Eq. 4, weights summing to 1.9) outweigh the triplets by about
+  the batch size and the trained embedding falls to chance
+  (``docs/retrieval.md`` measures both readings: the triplets' share of the
+  encoders' gradient and the retrieval they give). ``reduction="mean"``
+  gives the printed reading.
 * Adversarial alignment (Eq. 4-8): six domain discriminators on the instance
   embeddings ``G^v(v), G^v(v^u), G^t(t), G^t(s)`` behind a gradient reversal
   layer: intra-modal (v vs v^u, weight 0.2; t vs s, 0.1), cross-modal
@@ -54,6 +62,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from visem.losses import grad_reverse, grl_schedule, ranking_loss
+from visem.models.base import Objective
 from visem.models.registry import register_model
 from visem.models.text import RNNTextEncoder, check_ids, token_mask
 from visem.models.vsepp import TokenRetrievalModel, check_features, random_token_ids
@@ -81,6 +90,7 @@ class A3VSEConfig:
     margin_pair: float = 0.2
     margin_pseudo: float = 0.3
     beta: float = 0.8
+    reduction: str = "sum"  # of the triplet hinges over the batch: "sum" (VSE++/SCAN code) or "mean" (Eq. 2's 1/L)
     lambda_v_vu: float = 0.2
     lambda_t_s: float = 0.1
     lambda_v_t: float = 0.5
@@ -207,34 +217,39 @@ class A3VSE(TokenRetrievalModel):
         return F.normalize(pooled, dim=-1)
 
     # -- loss -------------------------------------------------------------
-    def loss(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> dict[str, Tensor]:
+    def objective(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> Objective:
+        """Eq. 9: ``beta l^p(v, t) + (1 - beta) l^p(v^u, s)`` (Eq. 3) plus the six weighted
+        discriminator losses of Eq. 5-8, each behind the GRL."""
         c = self.config
         emb = {"v": self.embed_image(batch["pair.image"]), "t": self.embed_text(batch["pair.text"])}
         emb["vu"] = self.embed_image(batch["pseudo.image"])
-        tri_pair = ranking_loss(emb["v"], emb["t"], margin=c.margin_pair, hardest=True)
-        terms: dict[str, Tensor] = {"triplet_pair": tri_pair.detach()}
+        terms = {"triplet_pair": ranking_loss(emb["v"], emb["t"], margin=c.margin_pair, hardest=True,
+                                              reduction=c.reduction)}
+        weights = {"triplet_pair": 1.0}
+        extras: dict[str, Tensor] = {}
         if c.use_pseudo:
             emb["s"] = self.embed_text(batch["pseudo.text"])
-            tri_pseudo = ranking_loss(emb["vu"], emb["s"], margin=c.margin_pseudo, hardest=True)
-            total = c.beta * tri_pair + (1.0 - c.beta) * tri_pseudo
-            terms["triplet_pseudo"] = tri_pseudo.detach()
-        else:
-            total = tri_pair
+            terms["triplet_pseudo"] = ranking_loss(emb["vu"], emb["s"], margin=c.margin_pseudo, hardest=True,
+                                                   reduction=c.reduction)
+            weights = {"triplet_pair": c.beta, "triplet_pseudo": 1.0 - c.beta}
         names = self.active_discriminators()
         if names:
             gamma = grl_schedule(min(max(progress, 0.0), 1.0), c.grl_gamma)
             rev = {k: grad_reverse(v, gamma) for k, v in emb.items()}
-            adv = total.new_zeros(())
             for name in names:
                 a, b, weight, _ = DISCRIMINATORS[name]
                 d_loss, acc = domain_loss(self.discriminators[name], rev[a], rev[b])
-                adv = adv + getattr(c, weight) * d_loss
-                terms[f"d_{name}"] = d_loss.detach()
-                terms[f"acc_{name}"] = acc
-            total = total + adv
-            terms["adversarial"] = adv.detach()
-            terms["gamma"] = torch.tensor(gamma)
-        return {"loss": total, **terms}
+                terms[f"d_{name}"] = d_loss
+                weights[f"d_{name}"] = getattr(c, weight)
+                extras[f"acc_{name}"] = acc
+            extras["adversarial"] = sum(weights[f"d_{n}"] * terms[f"d_{n}"].detach() for n in names)
+            extras["gamma"] = torch.tensor(gamma)
+        return Objective(terms, weights, extras)
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """G^v and G^t: every parameter but the discriminators'."""
+        disc = {id(p) for p in self.discriminators.parameters()}
+        return [p for p in self.parameters() if id(p) not in disc]
 
     def example_batch(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
         c = self.config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import torch
@@ -11,14 +12,57 @@ from visem.losses import ranking_loss
 from visem.metrics import retrieval_recall
 
 
+@dataclass
+class Objective:
+    """One batch's objective as the paper writes it: ``total = sum_k weights[k] * terms[k]``.
+
+    ``terms`` are the paper's terms, unweighted and still in the autograd
+    graph; ``weights`` the factor each enters the total with (the current
+    value of a schedule included; a term missing from ``weights`` has weight
+    1); ``extras`` are diagnostics that are logged but not optimised
+    (accuracies, schedule values). Keeping the terms apart is what lets
+    :func:`visem.train.shares.gradient_shares` measure how much of the
+    encoders' gradient each weighted term carries.
+    """
+
+    terms: dict[str, Tensor]
+    weights: dict[str, float] = field(default_factory=dict)
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+    def weight(self, name: str) -> float:
+        return float(self.weights.get(name, 1.0))
+
+    def weighted(self) -> dict[str, Tensor]:
+        """``{name: weight * term}`` of the terms whose weight is not 0."""
+        return {k: self.weight(k) * t for k, t in self.terms.items() if self.weight(k) != 0.0}
+
+    @property
+    def total(self) -> Tensor:
+        parts = list(self.weighted().values())
+        if not parts:
+            raise ValueError(f"objective has no term with a non-zero weight (terms: {sorted(self.terms)})")
+        out = parts[0]
+        for p in parts[1:]:
+            out = out + p
+        return out
+
+    def log(self) -> dict[str, Tensor]:
+        """``{"loss": total, term: value (unweighted, detached), extra: value}``, what :meth:`EmbeddingModel.loss` returns."""
+        return {"loss": self.total, **{k: t.detach() for k, t in self.terms.items()},
+                **{k: v.detach() for k, v in self.extras.items()}}
+
+
 class EmbeddingModel(nn.Module):
     """Base class of registered models.
 
-    Subclasses implement :meth:`loss` (a dict of named scalar terms whose key
-    ``"loss"`` is the total to minimise) and :meth:`example_batch`. Models
-    with several optimisers or alternating updates (LCALE's Algorithm 1,
-    adversarial training) override :meth:`make_optimizers` and
-    :meth:`train_step`.
+    Subclasses implement :meth:`objective` (the paper's weighted terms for one
+    batch, see :class:`Objective`) and :meth:`example_batch`; :meth:`loss` is
+    the dict of named scalar terms the trainer logs, whose key ``"loss"`` is
+    the total to minimise. Models with several optimisers or alternating
+    updates (LCALE's Algorithm 1, adversarial training) override
+    :meth:`make_optimizers` and :meth:`train_step`.
+    :meth:`encoder_parameters` are the parameters whose gradient the
+    term-share diagnostics measure (default: all).
     """
 
     config: Any
@@ -28,9 +72,17 @@ class EmbeddingModel(nn.Module):
         self.config = config
 
     # -- training -------------------------------------------------------
+    def objective(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> Objective:
+        """The weighted terms of the objective on one batch; ``progress`` is the fraction of training done."""
+        raise NotImplementedError(f"{type(self).__name__} does not define objective()")
+
     def loss(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> dict[str, Tensor]:
-        """Named loss terms for one batch; ``progress`` is the fraction of training done."""
-        raise NotImplementedError
+        """Named loss terms for one batch (``"loss"`` = the total); ``progress`` is the fraction of training done."""
+        return self.objective(batch, progress).log()
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """The parameters that produce the embeddings (what :func:`visem.train.shares.gradient_shares` reads)."""
+        return [p for p in self.parameters() if p.requires_grad]
 
     def make_optimizers(self, lr: float, weight_decay: float = 0.0) -> list[torch.optim.Optimizer]:
         return [torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)]
@@ -103,14 +155,17 @@ class RetrievalModel(EmbeddingModel):
 
 
 class PairRankingLoss:
-    """Mixin: :meth:`loss` is the bidirectional hinge triplet loss on ``image`` / ``text`` pair batches.
+    """Mixin: the objective is the bidirectional hinge triplet loss on ``image`` / ``text`` pair batches.
 
-    :func:`visem.losses.ranking_loss` with the model's ``config.margin`` and
-    ``config.hardest`` (sum of violations, or the hardest negative of VSE++).
+    :func:`visem.losses.ranking_loss` with the model's ``config.margin``,
+    ``config.hardest`` (sum of violations, or the hardest negative of VSE++)
+    and ``config.reduction`` (``"sum"`` over the batch as VSE++'s code, or
+    ``"mean"``).
     """
 
-    def loss(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> dict[str, Tensor]:
+    def objective(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> Objective:
         img = self.embed_image(batch["image"])
         txt = self.embed_text(batch["text"])
-        rank = ranking_loss(img, txt, margin=self.config.margin, hardest=self.config.hardest)
-        return {"loss": rank, "ranking": rank.detach()}
+        c = self.config
+        return Objective({"ranking": ranking_loss(img, txt, margin=c.margin, hardest=c.hardest,
+                                                  reduction=c.reduction)})

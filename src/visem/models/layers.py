@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 
 def mlp(sizes: Sequence[int]) -> nn.Sequential:
@@ -15,3 +16,28 @@ def mlp(sizes: Sequence[int]) -> nn.Sequential:
         if i < len(sizes) - 2:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
+
+
+class VAE(nn.Module):
+    """A Gaussian VAE: MLP encoder to ``(mu, logvar)``, MLP decoder back.
+
+    The blocks of LCALE (seed 004) and CADA-VAE: ``encoder`` maps
+    ``in_dim -> hidden... -> 2 * latent_dim``, ``decoder`` maps
+    ``latent_dim -> reversed(hidden)... -> in_dim``. :meth:`sample` draws with
+    the reparameterisation trick in training and returns the mean in eval.
+    """
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], latent_dim: int) -> None:
+        super().__init__()
+        self.encoder = mlp([in_dim, *hidden, 2 * latent_dim])
+        self.decoder = mlp([latent_dim, *reversed(tuple(hidden)), in_dim])
+        self.latent_dim = latent_dim
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        mu, logvar = self.encoder(x).chunk(2, dim=-1)
+        return mu, logvar
+
+    def sample(self, mu: Tensor, logvar: Tensor) -> Tensor:
+        if not self.training:
+            return mu
+        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)

@@ -26,6 +26,7 @@ class LinearVSEConfig:
     embed_dim: int = 64
     margin: float = 0.2
     hardest: bool = False
+    reduction: str = "sum"  # of the hinge over the batch: "sum" (VSE++'s code) or "mean"
 
 
 @register_model("linear-vse", config=LinearVSEConfig, family="retrieval", paper="Kiros et al. 2014 (linear VSE)")

@@ -22,9 +22,13 @@ Scores are not dot products of fixed embeddings, so evaluation computes the
 image x caption score matrix in blocks and ranks it with
 :func:`visem.metrics.retrieval_recall` (see :func:`recall_from_scores`).
 
-Defaults follow the SCAN paper's best Flickr30K single models: t2i with
-LSE, ``lambda_1 = 9``, ``lambda_2 = 6``; i2t uses ``lambda_1 = 4`` with AVG.
-SCAN's leaky-ReLU (0.1) on ``s_ij`` before the normalisation follows its code.
+Defaults follow the SCAN paper's best single models: t2i with LSE,
+``lambda_1 = 9``, ``lambda_2 = 6``; i2t with ``lambda_1 = 4`` and
+``lambda_2 = 5`` (Flickr30K; 20 on MS-COCO). ``lambda_softmax`` /
+``lambda_lse`` left unset take the direction's value. SCAN's leaky-ReLU
+(0.1) on ``s_ij`` before the normalisation follows its code, and the hinge
+is summed over the batch as its ``ContrastiveLoss`` returns it
+(``reduction="sum"``).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from torch import Tensor, nn
 
 from visem.losses import ranking_loss_from_scores
 from visem.metrics import retrieval_recall
-from visem.models.base import EmbeddingModel
+from visem.models.base import EmbeddingModel, Objective
 from visem.models.registry import register_model
 from visem.models.text import RNNTextEncoder, check_ids, token_mask
 from visem.models.vsepp import check_features, random_token_ids
@@ -65,14 +69,19 @@ class SCANConfig:
     embed_dim: int = 1024
     direction: str = "t2i"  # "t2i" or "i2t"
     pooling: str = "lse"  # "lse" or "avg"
-    lambda_softmax: float = 9.0
-    lambda_lse: float = 6.0
+    lambda_softmax: float | None = None  # 9 for t2i, 4 for i2t (SCAN's best single models)
+    lambda_lse: float | None = None  # 6 for t2i, 5 for i2t (Flickr30K; 20 on MS-COCO)
     leaky: float = 0.1
     margin: float = 0.2
     hardest: bool = True
+    reduction: str = "sum"  # of the hinge over the batch: "sum" (SCAN's code) or "mean"
     eval_block: int = 128
     n_regions: int = 6  # regions per image in example_batch
     max_len: int = 10  # caption length in example_batch
+
+
+#: SCAN's best single-model temperatures per direction: (lambda_softmax, lambda_lse) on Flickr30K
+DIRECTION_LAMBDAS = {"t2i": (9.0, 6.0), "i2t": (4.0, 5.0)}
 
 
 def _l2norm(x: Tensor, dim: int, eps: float = 1e-8) -> Tensor:
@@ -93,6 +102,9 @@ class SCANXAttn(EmbeddingModel):
             raise ValueError(f"direction must be 't2i' or 'i2t', got {c.direction!r}")
         if c.pooling not in ("lse", "avg"):
             raise ValueError(f"pooling must be 'lse' or 'avg', got {c.pooling!r}")
+        lam_sm, lam_lse = DIRECTION_LAMBDAS[c.direction]
+        self.lambda_softmax = lam_sm if c.lambda_softmax is None else float(c.lambda_softmax)
+        self.lambda_lse = lam_lse if c.lambda_lse is None else float(c.lambda_lse)
         self.region_proj = nn.Linear(c.image_dim, c.embed_dim)
         r = (6.0 / (c.image_dim + c.embed_dim)) ** 0.5
         nn.init.uniform_(self.region_proj.weight, -r, r)
@@ -127,7 +139,7 @@ class SCANXAttn(EmbeddingModel):
         if c.direction == "t2i":
             # words attend to regions; normalise over words, softmax over regions
             sim = _l2norm(sim * maskf[None, :, None, :], dim=3)
-            attn = torch.softmax(c.lambda_softmax * sim, dim=2)  # (I, T, N, M), over regions
+            attn = torch.softmax(self.lambda_softmax * sim, dim=2)  # (I, T, N, M), over regions
             dot = (attn * raw).sum(dim=2)  # (I, T, M): e_j . a_j
             gram = regions @ regions.transpose(1, 2)  # (I, N, N)
             sq = (attn * torch.einsum("inp,itpm->itnm", gram, attn)).sum(dim=2)
@@ -136,7 +148,7 @@ class SCANXAttn(EmbeddingModel):
         else:
             # regions attend to words; normalise over regions, softmax over real words
             sim = _l2norm(sim, dim=2)
-            logits = (c.lambda_softmax * sim).masked_fill(~mask[None, :, None, :], float("-inf"))
+            logits = (self.lambda_softmax * sim).masked_fill(~mask[None, :, None, :], float("-inf"))
             attn = torch.softmax(logits, dim=3)  # (I, T, N, M), over words
             dot = (attn * raw).sum(dim=3)  # (I, T, N): v_i . a_i
             gram = words @ words.transpose(1, 2)  # (T, M, M)
@@ -144,16 +156,16 @@ class SCANXAttn(EmbeddingModel):
             rel = dot / (sq.clamp(min=1e-12).sqrt())
             rel_mask = torch.ones_like(rel)
         if c.pooling == "lse":
-            lse = (c.lambda_lse * rel).masked_fill(rel_mask == 0, float("-inf")).logsumexp(dim=-1)
-            return lse / c.lambda_lse
+            lse = (self.lambda_lse * rel).masked_fill(rel_mask == 0, float("-inf")).logsumexp(dim=-1)
+            return lse / self.lambda_lse
         return (rel * rel_mask).sum(-1) / rel_mask.sum(-1)
 
-    def loss(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> dict[str, Tensor]:
+    def objective(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> Objective:
         regions = self.encode_regions(batch["image"])
         words, mask = self.encode_words(batch["text"])
         s = self.scores(regions, words, mask)
-        rank = ranking_loss_from_scores(s, self.config.margin, self.config.hardest)
-        return {"loss": rank, "ranking": rank.detach()}
+        c = self.config
+        return Objective({"ranking": ranking_loss_from_scores(s, c.margin, c.hardest, reduction=c.reduction)})
 
     @torch.no_grad()
     def score_matrix(self, image: Tensor, text: Tensor) -> Tensor:

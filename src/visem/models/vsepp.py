@@ -8,10 +8,13 @@ hinge triplet loss on the in-batch score matrix with the sum of violations
 (VSE0, ``hardest=False``) or the hardest negative (VSE++'s "max of hinges",
 ``hardest=True``, seed 003 Eq. 2), :func:`visem.losses.ranking_loss`.
 
-Choices where the paper and code differ from visem's conventions: the loss is
-the *mean* over the batch (VSE++'s code sums; with Adam the scale barely
-matters), the word dimension defaults to 50 (GloVe 50d; VSE++ learns 300-d
-embeddings from scratch), and the joint space to 1024 as in VSE++.
+Choices: the hinge is summed over the batch (``reduction="sum"``), as VSE++'s
+``ContrastiveLoss`` returns it; with gradients clipped at 2.0 (VSE++'s
+``grad_clip``) the reduction decides how often the clip acts, so it is not a
+mere rescaling. The word dimension defaults to 50 (GloVe 50d initialisation;
+VSE++ learns 300-d embeddings from U(-0.1, 0.1), ``word_dim=300,
+glove=False`` in the precomp experiment) and the joint space to 1024 as in
+VSE++.
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ class VSEPPConfig:
     embed_dim: int = 1024
     margin: float = 0.2
     hardest: bool = True
+    reduction: str = "sum"  # of the hinge over the batch: "sum" (VSE++'s code) or "mean"
     max_len: int = 12  # length of example_batch captions (data may use any length)
 
 

@@ -44,7 +44,8 @@ from torch import Tensor, nn
 
 from visem.losses import contractive_penalty, mmd
 from visem.metrics import per_class_accuracy
-from visem.models.base import EmbeddingModel, RetrievalModel
+from visem.models.base import EmbeddingModel, Objective
+from visem.models.cmr import CrossModalModel
 from visem.models.registry import register_model
 
 __all__ = [
@@ -306,10 +307,9 @@ class DeViSE(ZeroShotModel):
     def embed_class(self, class_emb: Tensor) -> Tensor:
         return F.normalize(class_emb, dim=-1)
 
-    def loss(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> dict[str, Tensor]:
+    def objective(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> Objective:
         x, y, s = _check_batch(batch, self.config.image_dim, self.config.class_dim)
-        hinge = class_hinge_loss(self.class_scores(x, s), y, self.config.margin)
-        return {"loss": hinge, "hinge": hinge.detach()}
+        return Objective({"hinge": class_hinge_loss(self.class_scores(x, s), y, self.config.margin)})
 
 
 @dataclass
@@ -322,7 +322,7 @@ class DeViSECMRConfig:
 
 @register_model("devise-cmr", config=DeViSECMRConfig, family="zeroshot",
                 paper="Frome et al. 2013 (DeViSE), as a seed 004 zero-shot retrieval baseline")
-class DeViSECMR(RetrievalModel):
+class DeViSECMR(CrossModalModel):
     """DeViSE-style cross-modal baseline: images and texts mapped linearly onto class embeddings.
 
     Each modality has its own linear map into the class-embedding space and
@@ -343,21 +343,12 @@ class DeViSECMR(RetrievalModel):
     def embed_text(self, text: Tensor) -> Tensor:
         return F.normalize(self.txt_proj(text), dim=-1)
 
-    def loss(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> dict[str, Tensor]:
+    def objective(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> Objective:
         s = F.normalize(batch["class_emb"], dim=-1)
         y = batch["label"].long()
         hi = class_hinge_loss(self.img_proj(batch["image"]) @ s.T, y, self.config.margin)
         ht = class_hinge_loss(self.txt_proj(batch["text"]) @ s.T, y, self.config.margin)
-        return {"loss": hi + ht, "hinge_image": hi.detach(), "hinge_text": ht.detach()}
-
-    def example_batch(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
-        c = 4
-        return {
-            "image": torch.randn(n, self.config.image_dim, generator=generator),
-            "text": torch.randn(n, self.config.text_dim, generator=generator),
-            "label": torch.randint(0, c, (n,), generator=generator),
-            "class_emb": torch.randn(c, self.config.class_dim, generator=generator),
-        }
+        return Objective({"hinge_image": hi, "hinge_text": ht})
 
 
 # --------------------------------------------------------------------------
@@ -370,7 +361,7 @@ def eszsl_solve(x: Tensor, y: Tensor, s: Tensor, gamma: float, lam: float) -> Te
     ``(N, d)`` features, ``y`` ``(N, C)`` targets in ``{-1, 1}``, ``s``
     ``(C, a)`` class side information; returns ``V`` ``(d, a)``. It minimises
     ``||X V S^T - Y||^2 + gamma ||V S^T||^2 + lam ||X V||^2 + gamma lam ||V||^2``
-    (:meth:`ESZSL.objective`).
+    (:meth:`ESZSL.eszsl_objective`).
     """
     x, y, s = x.double(), y.double(), s.double()
     d, a = x.shape[1], s.shape[1]
@@ -402,7 +393,7 @@ def sae_solve(x: Tensor, s: Tensor, lam: float) -> Tensor:
 
     Kodirov et al. (2017), Eq. 6-8 in visem's row layout: ``x`` ``(N, d)``
     features, ``s`` ``(N, k)`` the side information of each sample's class.
-    It minimises ``||X - S W||^2 + lam ||X W^T - S||^2`` (:meth:`SAE.objective`).
+    It minimises ``||X - S W||^2 + lam ||X W^T - S||^2`` (:meth:`SAE.sae_objective`).
     """
     x, s = x.double(), s.double()
     return sylvester_solve(s.T @ s, lam * (x.T @ x), (1.0 + lam) * (s.T @ x))
@@ -442,7 +433,7 @@ class ESZSL(ZeroShotModel):
     def embed_class(self, class_emb: Tensor) -> Tensor:
         return class_emb
 
-    def objective(self, x: Tensor, y: Tensor, s: Tensor) -> Tensor:
+    def eszsl_objective(self, x: Tensor, y: Tensor, s: Tensor) -> Tensor:
         cfg = self.config
         v = self.V.to(x.dtype)
         vs = v @ s.T
@@ -450,10 +441,9 @@ class ESZSL(ZeroShotModel):
         return ((x @ vs - yy).pow(2).sum() + cfg.gamma * vs.pow(2).sum()
                 + cfg.lam * (x @ v).pow(2).sum() + cfg.gamma * cfg.lam * v.pow(2).sum())
 
-    def loss(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> dict[str, Tensor]:
+    def objective(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> Objective:
         x, y, s = _check_batch(batch, self.config.image_dim, self.config.class_dim)
-        obj = self.objective(x, y, s)
-        return {"loss": obj, "objective": obj.detach()}
+        return Objective({"eszsl": self.eszsl_objective(x, y, s)})
 
     @torch.no_grad()
     def finalize(self, train: Mapping[str, Tensor]) -> None:
@@ -498,14 +488,13 @@ class SAE(ZeroShotModel):
             return F.normalize(class_emb, dim=-1)
         return F.normalize(class_emb @ self.W, dim=-1)
 
-    def objective(self, x: Tensor, s_per_sample: Tensor) -> Tensor:
+    def sae_objective(self, x: Tensor, s_per_sample: Tensor) -> Tensor:
         w = self.W.to(x.dtype)
         return (x - s_per_sample @ w).pow(2).sum() + self.config.lam * (x @ w.T - s_per_sample).pow(2).sum()
 
-    def loss(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> dict[str, Tensor]:
+    def objective(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> Objective:
         x, y, s = _check_batch(batch, self.config.image_dim, self.config.class_dim)
-        obj = self.objective(x, s[y])
-        return {"loss": obj, "objective": obj.detach()}
+        return Objective({"sae": self.sae_objective(x, s[y])})
 
     @torch.no_grad()
     def finalize(self, train: Mapping[str, Tensor]) -> None:

@@ -3,7 +3,7 @@
 from visem.train.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint, save_weights
 from visem.train.run import RunConfig, eval_run, load_run_config, prepare, train_run
 from visem.train.sampler import BatchSampler, IndexSampler, MultiSampler
-from visem.train.tasks import TaskData, build_task, list_tasks, register_task
+from visem.data.tasks import TaskData, build_task, list_tasks, register_task
 from visem.train.trainer import TrainConfig, Trainer, seed_everything
 
 __all__ = [

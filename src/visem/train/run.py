@@ -23,7 +23,7 @@ from visem.models import build_model, resolve_config
 from visem.models.base import EmbeddingModel
 from visem.train.checkpoint import load_weights
 from visem.train.sampler import BatchSampler
-from visem.train.tasks import TaskData, build_task
+from visem.data.tasks import TaskData, build_task
 from visem.train.trainer import TrainConfig, Trainer
 
 

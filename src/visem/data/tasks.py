@@ -3,8 +3,9 @@
 A task turns ``data: {name: ..., **kwargs}`` into :class:`TaskData`: row-aligned
 training tensors for the sampler, held-out tensors for ``model.evaluate``,
 ``static`` tensors that join every batch (class embeddings), and the sizes
-(``dims``) that fill the model config's unset ``*_dim`` fields. Model
-families register the tasks their models train on.
+(``dims``) that fill the model config's unset ``*_dim`` fields. The data layer
+owns the registry: the modules of :data:`TASK_MODULES` register the built-in
+tasks when the registry is first read.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ class TaskData:
 
 
 _TASKS: dict[str, Callable[..., TaskData]] = {}
+_LOADED = False
+
+#: Modules whose import registers data tasks (read on first lookup).
+TASK_MODULES = ("visem.data.tasks", "visem.data.label_tasks")
 
 
 def register_task(name: str) -> Callable[[Callable[..., TaskData]], Callable[..., TaskData]]:
@@ -38,11 +43,18 @@ def register_task(name: str) -> Callable[[Callable[..., TaskData]], Callable[...
     return deco
 
 
-def list_tasks() -> list[str]:
-    # experiment modules register the data tasks of their model families
-    from visem.experiments import list_experiments
+def _load_all() -> None:
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
+        import importlib
 
-    list_experiments()
+        for mod in TASK_MODULES:
+            importlib.import_module(mod)
+
+
+def list_tasks() -> list[str]:
+    _load_all()
     return sorted(_TASKS)
 
 
