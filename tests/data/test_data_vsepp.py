@@ -79,3 +79,12 @@ def test_coco_folds():
     folds = coco_1k_folds()
     assert len(folds) == 5 and all(f.size == 1000 for f in folds)
     assert np.concatenate(folds).tolist() == list(range(5000))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_features_are_reported_with_file_and_row(tmp_path, bad):
+    ims = np.random.default_rng(2).standard_normal((2000, 3, 4)).astype(np.float32)
+    ims[1500, 2, 1] = bad  # in the second block of the streamed check
+    _write(tmp_path / "f30k_precomp", "train", ims, _caps(2000))
+    with pytest.raises(DataError, match=r"train_ims\.npy: image row 1500 holds NaN or infinite values"):
+        load_vsepp(tmp_path / "f30k_precomp", "train")

@@ -5,21 +5,21 @@ import pytest
 import torch
 
 from visem.experiments import format_table, get_experiment
+from visem.experiments.cross_style import CROSS_MODELS, bleu_ceiling, cross_style
 from visem.experiments.retrieval import (
-    ABLATIONS,
     Budget,
-    bleu_ceiling,
-    cross_style,
+    aggregate,
+    pool_regions,
     region_pca,
-    setting_name,
-    sparse,
     split_concepts,
     synthetic_corpus,
 )
+from visem.experiments.sparse import ABLATIONS, parse_setting, setting_name, sparse
 from visem.features.text import TextTable
 from visem.train.sampler import IndexSampler, MultiSampler
 
-CROSS = ("vsepp", "vsa-ae", "vsa-e-mmd", "vsa-ae-mmd")
+CROSS = CROSS_MODELS  # incl. vsa-ae-mmd-mean, the batch-mean reading
+REGISTERED_CROSS = ("vsepp", "vsa-ae", "vsa-e-mmd", "vsa-ae-mmd")
 SPARSE = ("vsepp", "scan-xattn", "a3vse")  # registered models with a budget
 METRICS = {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum"}
 
@@ -27,7 +27,7 @@ METRICS = {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum"}
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _budget(names, steps=4):
+def _budget(names, steps=4, **kw):
     small = {"vsepp": {"embed_dim": 16, "word_dim": 8},
              "vsa-ae": {"hidden_dim": 16, "channels": (8, 8), "word_dim": 8},
              "vsa-e-mmd": {"hidden_dim": 16, "channels": (8, 8), "word_dim": 8},
@@ -35,7 +35,7 @@ def _budget(names, steps=4):
              "scan-xattn": {"embed_dim": 16, "word_dim": 8},
              "a3vse": {"embed_dim": 16, "word_dim": 8, "disc_hidden": 16, "heads": 2}}
     return Budget(steps={m: steps for m in names}, batch_size={m: 8 for m in names}, lr={m: 1e-3 for m in names},
-                  model={m: small[m] for m in names}, test_fraction=0.25, log_every=2)
+                  model={m: small[m] for m in names}, test_fraction=0.25, log_every=2, **kw)
 
 
 def test_experiments_are_registered():
@@ -48,6 +48,9 @@ def test_concept_split_is_disjoint_and_seeded():
     tr, te = split_concepts(concept, 0.25, seed=3)
     assert len(te) == 5 and not set(tr) & set(te) and set(tr) | set(te) == set(range(20))
     assert np.array_equal(split_concepts(concept, 0.25, seed=3)[1], te)
+    tr2, te2, va = split_concepts(concept, 0.25, seed=3, val_fraction=0.1)
+    assert np.array_equal(te2, te) and len(va) == 2 and set(tr2) | set(va) == set(tr) and not set(tr2) & set(va)
+    assert not np.array_equal(split_concepts(concept, 0.25, seed=4)[1], te)
 
 
 def test_samplers_gather_and_resume_exactly():
@@ -71,12 +74,13 @@ def test_samplers_gather_and_resume_exactly():
 
 def test_cross_style_rows_and_unpaired_target(tmp_path):
     corpus = synthetic_corpus(n_concepts=16)
-    res = cross_style(corpus, tmp_path, _budget(CROSS))
+    res = cross_style(corpus, tmp_path, _budget(REGISTERED_CROSS))
     rows = res["rows"]
-    assert [(r["model"], r["setting"]) for r in rows] == [(m, s) for m in CROSS for s in ("target", "source")]
+    expected = [(m, s) for m in CROSS for s in ("target", "source")] + [("random", "target"), ("random", "source")]
+    assert [(r["model"], r["setting"]) for r in rows] == expected
     for r in rows:
         assert METRICS <= set(r) and r["dataset"] == "emoji"
-        assert ("bleu4" in r) == (r["model"] in ("vsa-ae", "vsa-ae-mmd"))
+        assert ("bleu4" in r) == (r["model"] in ("vsa-ae", "vsa-ae-mmd", "vsa-ae-mmd-mean"))
         assert 0.0 <= r["i2t_r10"] <= 100.0
     cfg = res["config"]
     assert cfg["n_test_concepts"] == 4 and cfg["n_target_images"] == 12
@@ -84,32 +88,61 @@ def test_cross_style_rows_and_unpaired_target(tmp_path):
     for r in rows:
         if "bleu4" in r:
             assert all(r[f"bleu{n}"] <= cfg["bleu_ceiling"][r["setting"]][f"bleu{n}"] + 1e-9 for n in (2, 3, 4))
-    # each model trained its steps and left its weights
+    # each model trained its steps and left its weights; its term shares were measured at both ends
     assert all((tmp_path / m / "model.safetensors").exists() for m in CROSS)
+    assert set(res["shares"]["vsa-ae-mmd"]["start"]) == {"ranking", "mmd", "rec_image", "rec_text"}
+    assert sum(res["shares"]["vsa-ae-mmd"]["end"].values()) == pytest.approx(1.0)
     table = format_table({"experiment": "emoji-cross-style", "rows": rows, "paper": []})
     assert "vsa-ae-mmd" in table
 
 
-def test_sparse_rows_ablations_and_tag_baseline(tmp_path):
-    corpus = synthetic_corpus(n_concepts=16)
-    res = sparse(corpus, tmp_path, _budget(SPARSE, steps=3), settings=((0.25, 1),), ablation_setting=(0.25, 1),
-                 full=True)
+def test_sparse_rows_ablations_baselines_and_selection(tmp_path):
+    corpus = synthetic_corpus(n_concepts=20)
+    budget = _budget(SPARSE, steps=3, val_fraction=0.1, validate_every=2)
+    res = sparse(corpus, tmp_path, budget, settings=((0.25, 1), (1.0, 0)), ablation_setting=(0.25, 1))
     got = [(r["model"], r["setting"]) for r in res["rows"]]
-    models = SPARSE + ("a3vse-no-adv",)  # the default: A3VSE without discriminators at every setting too
-    expected = [(m, "sparse-25-1") for m in models] + [(a, "sparse-25-1") for a in ABLATIONS if a not in models]
-    expected += [(m, "full") for m in models] + [("s_g", "no-pairs")]
+    expected = [(m, "sparse-25-1") for m in SPARSE] + [(a, "sparse-25-1") for a in ABLATIONS]
+    expected += [(m, "full") for m in SPARSE]
+    expected += [("s_g", "no-pairs"), ("s_g (oracle tags)", "ceiling"), ("random", "floor")]
     assert got == expected
-    header = (tmp_path / "full" / "a3vse-no-adv" / "metrics.csv").read_text().splitlines()[0]
-    assert "triplet_pair" in header and "adversarial" not in header
-    assert "adversarial" in (tmp_path / "full" / "a3vse" / "metrics.csv").read_text().splitlines()[0]
+    header = (tmp_path / "full" / "a3vse" / "metrics.csv").read_text().splitlines()[0]
+    assert "triplet_pair" in header and "adversarial" in header and "best_val" in header
+    assert "adversarial" not in (tmp_path / "sparse-25-1" / "a3vse-no-adv" / "metrics.csv").read_text().splitlines()[0]
     assert all(METRICS <= set(r) for r in res["rows"])
-    splits = res["config"]["splits"]
-    assert splits["sparse-25-1"] == {"paired_images": 6, "pairs": 6, "unpaired_images": 18}
-    assert splits["full"] == {"paired_images": 24, "pairs": 48, "unpaired_images": 0}
-    assert res["config"]["n_test_images"] == 4  # held-out concepts, one style
+    cfg = res["config"]
+    # 20 concepts: 5 held out for testing, 2 for validation, 13 x 2 styles train
+    assert (cfg["n_test_concepts"], cfg["n_val_concepts"], cfg["n_train_images"]) == (5, 2, 26)
+    assert cfg["splits"]["sparse-25-1"] == {"paired_images": 6, "pairs": 6, "unpaired_images": 20}
+    assert cfg["splits"]["full"] == {"paired_images": 26, "pairs": 52, "unpaired_images": 0}
+    assert cfg["n_test_images"] == 5 and cfg["n_val_images"] == 2  # held-out concepts, one style
+    assert not set(cfg["test_concepts"]) & set(cfg["val_concepts"])
+    # every model was selected on validation rsum at a step it validated on
+    assert all(b["step"] in (2, 3) for b in res["best"].values())
     # the synthetic tags are the caption words: tag matching finds each caption's image
-    s_g = res["rows"][-1]
+    s_g = res["rows"][-3]
     assert s_g["t2i_r1"] == 100.0 and s_g["i2t_r1"] == 100.0
+
+
+def test_aggregate_gives_mean_and_sample_std_per_row():
+    rows = [{"model": "a", "setting": "s", "dataset": "d", "rsum": 10.0},
+            {"model": "b", "setting": "s", "dataset": "d", "rsum": 1.0},
+            {"model": "a", "setting": "s", "dataset": "d", "rsum": 14.0}]
+    out = aggregate(rows)
+    assert [r["model"] for r in out] == ["a", "b"]
+    assert out[0]["rsum"] == 12.0 and out[0]["rsum_std"] == pytest.approx(np.std([10, 14], ddof=1))
+    assert out[0]["n_runs"] == 2 and out[1]["rsum_std"] == 0.0
+
+
+def test_pool_regions_averages_square_cells():
+    grid = np.arange(2 * 16 * 3, dtype=np.float32).reshape(2, 16, 3)  # 4 x 4 regions
+    out = pool_regions(grid, 2)
+    assert out.shape == (2, 4, 3)
+    cells = grid.reshape(2, 4, 4, 3)
+    assert np.allclose(out[:, 0], cells[:, :2, :2].mean(axis=(1, 2)))
+    assert np.allclose(out[:, 3], cells[:, 2:, 2:].mean(axis=(1, 2)))
+    assert np.array_equal(pool_regions(grid, 4), grid)  # the full grid is returned as it is
+    with pytest.raises(ValueError, match="regions must be"):
+        pool_regions(grid, 5)
 
 
 def test_region_pca_keeps_the_dominant_directions_fitted_on_training_images():
@@ -129,6 +162,10 @@ def test_setting_names():
     assert setting_name(0.1, 1) == "sparse-10-1"
     assert setting_name(0.5, 0) == "sparse-50-all"
     assert setting_name(1.0, 0) == "full"
+    for name in ("sparse-10-1", "sparse-50-all", "full", "sparse-20-3"):
+        assert setting_name(*parse_setting(name)) == name
+    with pytest.raises(ValueError, match="unknown setting"):
+        parse_setting("sparse-ten-1")
 
 
 @pytest.mark.slow

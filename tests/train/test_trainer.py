@@ -142,3 +142,41 @@ def test_sampler_rejects_misaligned_tensors_and_multisampler_prefixes():
     state = m.state_dict()
     m.load_state_dict(state)
     assert m.state_dict() == state
+
+
+def test_model_selection_keeps_the_best_validated_weights(tmp_path):
+    model, sampler, cfg = _setup(steps=12)
+    scores = iter([1.0, 5.0, 2.0, 3.0])  # validated at steps 3, 6, 9, 12: the best is at step 6
+    snapshots = {}
+
+    def score(m):
+        snapshots[len(snapshots)] = {k: v.clone() for k, v in m.state_dict().items()}
+        return next(scores)
+
+    trainer = Trainer(model, sampler, cfg, tmp_path, select=(score, 3))
+    trainer.fit()
+    assert trainer.best == {"step": 6, "score": 5.0}
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, snapshots[1][k]), k
+    assert load_weights(tmp_path / "best.safetensors", model) == {"step": 6, "score": 5.0}
+    assert "best_val" in (tmp_path / "metrics.csv").read_text().splitlines()[0]
+    with pytest.raises(ValueError, match="validate every"):
+        Trainer(model, sampler, cfg, select=(score, 0))
+
+
+def test_share_probe_measures_the_terms_before_and_after_training(tmp_path):
+    import json
+
+    model, sampler, cfg = _setup(steps=6)
+    state = sampler.state_dict()
+    trainer = Trainer(model, sampler, cfg, tmp_path, share_probe=True)
+    assert sampler.state_dict() == state  # the probe batch is not taken from training
+    trainer.fit()
+    assert set(trainer.shares) == {"start", "end"}
+    assert trainer.shares["start"] == {"ranking": 1.0}  # one term carries all the gradient
+    assert json.loads((tmp_path / "shares.json").read_text()) == trainer.shares
+    # measuring leaves the training trajectory alone
+    model2, sampler2, cfg2 = _setup(steps=6)
+    Trainer(model2, sampler2, cfg2).fit()
+    for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
+        assert torch.equal(a, b)

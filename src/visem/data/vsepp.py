@@ -112,6 +112,7 @@ def load_vsepp(path: str | Path, split: str = "train", captions_per_image: int =
     empty = [i + 1 for i, c in enumerate(captions) if not c]
     if empty:
         raise DataError(f"{caps_path}: empty caption on line {empty[0]} ({len(empty)} empty lines)")
+    _check_finite(ims_path, images)
     return PrecomputedCaptions(
         name=name or folder.name,
         split=split,
@@ -122,6 +123,17 @@ def load_vsepp(path: str | Path, split: str = "train", captions_per_image: int =
         deduplicated=deduplicated,
         source={"folder": str(folder), "files": [str(ims_path), str(caps_path)], "format": "vsepp"},
     )
+
+
+def _check_finite(path: Path, images: np.ndarray, block: int = 1024) -> None:
+    """Raise DataError naming ``path`` and the first image row with a NaN or infinite value (read in blocks)."""
+    for a in range(0, images.shape[0], block):
+        chunk = np.asarray(images[a:a + block])
+        bad = ~np.isfinite(chunk.reshape(len(chunk), -1)).all(axis=1)
+        if bad.any():
+            row = a + int(np.flatnonzero(bad)[0])
+            raise DataError(f"{path}: image row {row} holds NaN or infinite values "
+                            f"({int(bad.sum())} such rows in rows {a}..{a + len(chunk) - 1})")
 
 
 def train_vocabulary(path: str | Path, min_count: int = 1, split: str = "train"):

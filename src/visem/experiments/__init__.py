@@ -42,7 +42,7 @@ from visem.config import ConfigError, merge
 from visem.io import atomic_write_json
 
 # Modules whose import registers experiments.
-EXPERIMENT_MODULES = ("visem.experiments.synthetic", "visem.experiments.zsl", "visem.experiments.zscmr", "visem.experiments.retrieval", "visem.experiments.pse", "visem.experiments.benchmarks")
+EXPERIMENT_MODULES = ("visem.experiments.synthetic", "visem.experiments.zsl", "visem.experiments.zscmr", "visem.experiments.cross_style", "visem.experiments.sparse", "visem.experiments.pse", "visem.experiments.benchmarks")
 
 # Keys that name a row rather than measure it.
 ID_KEYS = ("model", "setting", "latent_dim", "features", "dataset")
@@ -212,42 +212,56 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _grid(header: list[str], lines: list[list[str]]) -> list[str]:
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(),
+           "  ".join("-" * w for w in widths)]
+    return out + ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
+
+
 def format_table(results: dict[str, Any]) -> str:
-    """Plain-text table: one line per row, ``ours (paper)`` where the paper has the cell."""
+    """Plain-text table: one line per row, ``ours (paper)`` where the paper has the cell.
+
+    A metric with a ``KEY_std`` beside it prints as ``mean ± std``; ``n_runs``
+    (the seeds or splits behind each row) is a column. Paper rows that match
+    no row of ours (another data set) follow in a table of their own.
+    """
     rows, paper = results["rows"], results.get("paper", [])
     paper_by_id = {_row_id(r): r for r in paper}
     ids = [k for k in ID_KEYS if any(k in r for r in rows)]
     metrics: list[str] = []
     for r in rows:
         for k in r:
-            if k not in ID_KEYS and k not in metrics:
+            if k not in ID_KEYS and k not in metrics and not (k.endswith("_std") and k[:-4] in r):
                 metrics.append(k)
-    header = ids + metrics
     lines = []
     for r in rows:
         ref = paper_by_id.get(_row_id(r), {})
         cells = [_fmt(r.get(k)) for k in ids]
         for k in metrics:
             cell = _fmt(r.get(k))
+            if r.get(f"{k}_std") is not None and r.get(k) is not None:
+                cell += f" ± {_fmt(r[f'{k}_std'])}"
             if k in ref and ref[k] is not None:
                 cell += f" ({_fmt(ref[k])})"
             cells.append(cell)
         lines.append(cells)
     unmatched = [r for r in paper if _row_id(r) not in {_row_id(x) for x in rows}]
-    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
-    out = [QUICK_BANNER] if results.get("config", {}).get("quick") else []
+    cfg = results.get("config", {})
+    out = [QUICK_BANNER] if cfg.get("quick") else []
     out.append(f"{results['experiment']}" + ("   (paper values in parentheses)" if paper else ""))
-    out.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
-    out.append("  ".join("-" * w for w in widths))
-    out += ["  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines]
+    out += _grid(ids + metrics, lines)
     if unmatched:
-        out.append("paper rows without a visem counterpart: " + "; ".join(
-            ", ".join(f"{k}={_fmt(v)}" for k, v in r.items()) for r in unmatched))
-    used = results.get("config", {}).get("settings")
+        p_ids = [k for k in ID_KEYS if any(k in r for r in unmatched)]
+        p_metrics = list(dict.fromkeys(k for r in unmatched for k in r if k not in ID_KEYS))
+        out.append("")
+        out.append("paper rows without a visem counterpart (other data):")
+        out += _grid(p_ids + p_metrics, [[_fmt(r.get(k)) for k in p_ids + p_metrics] for r in unmatched])
+    used = cfg.get("settings")
     if used:
         out.append("settings (raise any with --set KEY=VALUE): " + ", ".join(
             f"{k}={_fmt(v)}" for k, v in _flat(used).items()))
-    if results.get("config", {}).get("quick"):
+    if cfg.get("quick"):
         out.append(QUICK_BANNER)
     return "\n".join(out)
 

@@ -1,43 +1,32 @@
-"""Retrieval family reproductions on the emoji data (seeds 001 and 003).
+"""Shared machinery of the image-text retrieval reproductions (seeds 001 and 003).
 
-``emoji-cross-style`` (seed 001 Table 1-2 protocol)
-    Source domain: Google-style emoji with their captions (paired). Target
-    domain: Twitter-style emoji, whose images and captions are both seen in
-    training but in independent random orders (pairing withheld). A random
-    20% of the *concepts* is held out of training in both styles; rows report
-    R@1/5/10 both ways on the held-out concepts in the target style
-    (``setting="target"``) and in the source style (``"source"``), for
-    VSE++ (source pairs only), VSA-AE, VSA-E-MMD and VSA-AE-MMD, plus BLEU@2-4
-    of the reconstructed held-out captions for the models with decoders.
+The experiments themselves live in :mod:`visem.experiments.cross_style`
+(``emoji-cross-style``, seed 001) and :mod:`visem.experiments.sparse`
+(``emoji-sparse`` and the sparse grid of ``retrieval-precomp``, seed 003).
+This module holds what they share:
 
-``emoji-sparse`` (seed 003 Tables 1, 2 and 5 protocol)
-    Images of both styles; 20% of the concepts held out for testing (their
-    Google-style images and captions form the test set). Of the training
-    images a fraction ``a`` in {10, 20, 50}% is paired with 1 or all
-    (up to 3) of its captions (``setting="sparse-{a}-{1|all}"``); the other
-    training images are un-annotated and get a pseudo caption, their tags
-    joined in order (the stand-in for seed 003's regional semantics). VSE++
-    (pooled features), SCAN (7 x 7 grid regions), A3VSE (grid regions,
-    pseudo pairs) and A3VSE without its discriminators (``a3vse-no-adv``)
-    at every setting, the other Table 5 ablations of A3VSE at
-    ``sparse-10-all``, ``full`` (every training image, all captions) as the
-    upper bound, and the ``s_g`` tag-matching baseline (no pairs, setting
-    ``no-pairs``).
-
-Image features: EfficientNet-Lite0 pooled (1280-d) and its 7 x 7 grid
-(49 regions), from :mod:`visem.features` (cached on disk). Text: token ids over
-a vocabulary of the training captions (paired, target-unpaired and pseudo
-captions; never the held-out ones), embeddings initialised from GloVe 50d.
-
-Every model trains a fixed number of steps and is evaluated once at the end
-(no model selection on the test concepts). ``quick=True`` uses a subset of
-the concepts and a few steps: it exercises every code path, its numbers mean
-nothing. The paper rows carry a ``dataset`` key naming the paper's data, so
-they are printed beside ours but never matched to emoji rows.
+* :class:`Corpus` -- images (pooled and region features), their domain and
+  concept, captions and tags; :func:`emoji_corpus` (both emoji styles,
+  EfficientNet-Lite0 features) and :func:`synthetic_corpus` (tests).
+* :func:`split_concepts` -- held-out concepts (test) and, inside the
+  training concepts, validation concepts for model selection.
+* :class:`Budget` -- steps, batch size, learning rate, weight decay and
+  model overrides per model, built from an experiment's settings
+  (``visem reproduce NAME --set train.MODEL.steps=...``).
+* :func:`train_model` -- one training run: seeded, resumable, the model
+  selected by validation rsum when the budget says so (never the test set),
+  each weighted term's share of the encoders' gradient recorded at the start
+  and the end (:mod:`visem.train.shares`).
+* :func:`pool_regions`, :func:`region_pca` -- the fixed maps applied to grid
+  region features before the models' trainable projections.
+* :func:`random_floor`, :func:`imagenet_tag_scores` -- the floor row and the
+  offline stand-in for seed 003's pretrained taggers (``s_g``).
+* :func:`aggregate` -- mean and sample std over seeds per table row.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -46,20 +35,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from visem.experiments import register_experiment
-from visem.models import build_model
-from visem.models.registry import resolve_config
-from visem.models.tag_match import TagMatcher
-from visem.models.text import decode_ids
+from visem.experiments.stats import mean_std
 from visem.features.text import TextTable
-from visem.train.sampler import IndexSampler, MultiSampler
+from visem.metrics import retrieval_recall
+from visem.models import build_model
 from visem.train.trainer import TrainConfig, Trainer
+
+# keys that name a row rather than measure it (the rest are metrics averaged over seeds)
+ROW_KEYS = ("model", "setting", "dataset")
+
 
 # --------------------------------------------------------------------------
 # data
 # --------------------------------------------------------------------------
-
-
 @dataclass
 class Corpus:
     """Images (pooled and grid features), their domain and concept, captions and tags.
@@ -96,9 +84,13 @@ class Corpus:
                       [self.captions[j] for j in keep], remap[self.caption_image[keep]],
                       [self.tags[i] for i in images], self.glove)
 
+    def with_grid(self, grid: np.ndarray | None) -> "Corpus":
+        return Corpus(self.pooled, grid, self.domain, self.concept, self.captions, self.caption_image,
+                      self.tags, self.glove)
+
 
 def emoji_corpus(grid: bool = True, progress: bool = False) -> Corpus:
-    """Both emoji styles with EfficientNet-Lite0 pooled (and grid) features (computed once, cached)."""
+    """Both emoji styles with EfficientNet-Lite0 pooled (and 7 x 7 grid) features (computed once, cached)."""
     from visem.data import load
     from visem.features import compute_features
 
@@ -159,353 +151,50 @@ def synthetic_corpus(n_concepts: int = 40, seed: int = 0, pooled_dim: int = 24, 
                   np.asarray(concept, np.int64), captions, np.asarray(cap_img, np.int64), tags, glove=False)
 
 
-def split_concepts(concept: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Disjoint (train, test) concept ids: a seeded random ``test_fraction`` of the concepts is held out."""
+def split_concepts(concept: np.ndarray, test_fraction: float, seed: int,
+                   val_fraction: float = 0.0) -> tuple[np.ndarray, ...]:
+    """Disjoint concept ids: a seeded ``test_fraction`` held out for testing, the rest for training.
+
+    With ``val_fraction > 0`` a seeded ``val_fraction`` of all concepts is
+    also taken out of training for model selection and
+    ``(train, test, val)`` is returned; else ``(train, test)``.
+    """
     ids = np.unique(concept)
     perm = np.random.default_rng(seed).permutation(ids)
     n_test = max(1, int(round(test_fraction * len(ids))))
-    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+    test, rest = perm[:n_test], perm[n_test:]
+    if val_fraction <= 0:
+        return np.sort(rest), np.sort(test)
+    n_val = max(1, int(round(val_fraction * len(ids))))
+    if n_val >= len(rest):
+        raise ValueError(f"val_fraction={val_fraction} leaves no training concept ({len(ids)} concepts)")
+    return np.sort(rest[n_val:]), np.sort(test), np.sort(rest[:n_val])
 
 
-def _pairs(images: np.ndarray, captions: np.ndarray) -> dict[str, Tensor]:
+def pairs_index(images: np.ndarray, captions: np.ndarray) -> dict[str, Tensor]:
     return {"img": torch.as_tensor(images, dtype=torch.long), "cap": torch.as_tensor(captions, dtype=torch.long)}
 
 
-# --------------------------------------------------------------------------
-# training and evaluation
-# --------------------------------------------------------------------------
-@dataclass
-class Budget:
-    """Steps, batch sizes and model overrides of one experiment run."""
+def pool_regions(grid: np.ndarray, side: int) -> np.ndarray:
+    """``(N, side * side, D)`` float32: a square ``(N, S * S, D)`` grid average-pooled to ``side x side`` cells.
 
-    steps: dict[str, int]
-    batch_size: dict[str, int]
-    lr: dict[str, float]
-    model: dict[str, dict[str, Any]] = field(default_factory=dict)
-    test_fraction: float = 0.2
-    grid_pca: int | None = None  # project grid regions onto this many principal components (fit on training images)
-    grad_clip: float | None = 2.0
-    log_every: int = 50
-    progress: bool = False
-
-
-def _train(model, sampler, budget: Budget, key: str, run_dir: Path, seed: int) -> None:
-    steps = budget.steps[key]
-    cfg = TrainConfig(steps=steps, batch_size=budget.batch_size[key], lr=budget.lr[key],
-                      lr_decay_step=max(1, int(steps * 2 / 3)), lr_decay=0.1, grad_clip=budget.grad_clip,
-                      seed=seed, log_every=min(budget.log_every, steps), checkpoint_every=steps,
-                      progress=budget.progress)
-    Trainer(model, sampler, cfg, run_dir).fit()
-
-
-def _build(name: str, budget: Budget, key: str, dims: dict[str, int], text: TextTable, glove: bool, **extra):
-    torch.manual_seed(0)
-    model = build_model(name, {**budget.model.get(key, {}), **extra}, dims=dims)
-    if glove:
-        model.load_word_vectors(text.word_vectors())
-    return model
-
-
-def _eval_set(corpus: Corpus, images: np.ndarray, text: TextTable, regions: bool) -> dict[str, Tensor]:
-    sub = corpus.subset(images)
-    feats = sub.grid if regions else sub.pooled
-    return {"image": torch.as_tensor(np.asarray(feats, dtype=np.float32)), "text": text.encode(sub.captions),
-            "txt_to_img": torch.as_tensor(sub.caption_image), "captions": sub.captions}
-
-
-def _save_partial(out_dir: Path, rows: list[dict[str, Any]]) -> None:
-    """Rows so far, in ``out_dir/rows.partial.json`` (a long run that is stopped keeps them)."""
-    from visem.io import atomic_write_json
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out_dir / "rows.partial.json", rows)
-
-
-def _metrics(model, data: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in model.evaluate({k: data[k] for k in ("image", "text", "txt_to_img")}).items()}
-
-
-def _bleu(model, data: dict[str, Any], text: TextTable) -> dict[str, float]:
-    """BLEU@2-4 of the model's reconstructions of ``data``'s captions against the captions themselves."""
-    recon = torch.cat([model.reconstruct_text(chunk) for chunk in data["text"].split(256)])
-    return _bleu_of_ids(recon, data, text, model.config.max_len)
-
-
-def _bleu_of_ids(ids: Tensor, data: dict[str, Any], text: TextTable, max_len: int) -> dict[str, float]:
-    from visem.features.text import tokenize
-    from visem.metrics import bleu
-
-    hyps = decode_ids(ids, text.vocab.words)
-    refs = [[" ".join(tokenize(c)[:max_len])] for c in data["captions"]]
-    return {f"bleu{n}": bleu(hyps, refs, n=n, tokenize="none") for n in (2, 3, 4)}
-
-
-def bleu_ceiling(data: dict[str, Any], text: TextTable, max_len: int) -> dict[str, float]:
-    """BLEU@2-4 of a perfect auto-encoder: the captions' own ids, so words outside the vocabulary stay unknown.
-
-    The training vocabulary never holds the held-out captions' words, so this
-    is the most any reconstruction can score on them.
+    Adaptive average pooling (cells may overlap by a row when ``side`` does
+    not divide ``S``), the fixed map that trades region detail for speed.
     """
-    return _bleu_of_ids(data["text"][:, :max_len], data, text, max_len)
-
-
-# --------------------------------------------------------------------------
-# emoji-cross-style (seed 001)
-# --------------------------------------------------------------------------
-CROSS_MODELS = ("vsepp", "vsa-ae", "vsa-e-mmd", "vsa-ae-mmd")
-#: the cross-style models with text decoders: their rows carry BLEU of the reconstructed captions
-DECODER_MODELS = ("vsa-ae", "vsa-ae-mmd")
-
-
-def cross_style(corpus: Corpus, out_dir: Path, budget: Budget, seed: int = 0,
-                source: str = "google", target: str = "twitter",
-                models: Sequence[str] = CROSS_MODELS) -> dict[str, Any]:
-    """Train on paired ``source`` + unpaired ``target``; evaluate on held-out concepts of both styles."""
-    train_c, test_c = split_concepts(corpus.concept, budget.test_fraction, seed)
-    is_train = np.isin(corpus.concept, train_c)
-    src_img = np.flatnonzero(is_train & (corpus.domain == source))
-    tgt_img = np.flatnonzero(is_train & (corpus.domain == target))
-    src_cap = np.flatnonzero(np.isin(corpus.caption_image, src_img))
-    tgt_cap = np.flatnonzero(np.isin(corpus.caption_image, tgt_img))
-    text = TextTable([corpus.captions[j] for j in np.concatenate([src_cap, tgt_cap])])
-    ids = text.encode(corpus.captions)
-    pooled = torch.as_tensor(corpus.pooled)
-    dims = {"image_dim": int(pooled.shape[1]), "vocab_size": len(text.vocab)}
-    evals = {
-        "target": _eval_set(corpus, np.flatnonzero(~is_train & (corpus.domain == target)), text, regions=False),
-        "source": _eval_set(corpus, np.flatnonzero(~is_train & (corpus.domain == source)), text, regions=False),
-    }
-    rows = []
-    for name in models:
-        src = IndexSampler(_pairs(corpus.caption_image[src_cap], src_cap),
-                           {"src.image": ("img", pooled), "src.text": ("cap", ids)},
-                           budget.batch_size[name], seed)
-        if name == "vsepp":
-            sampler = IndexSampler(_pairs(corpus.caption_image[src_cap], src_cap),
-                                   {"image": ("img", pooled), "text": ("cap", ids)}, budget.batch_size[name], seed)
-        else:
-            # target images and captions drawn independently: their pairing is never used
-            t_img = IndexSampler({"img": torch.as_tensor(tgt_img)}, {"tgt.image": ("img", pooled)},
-                                 budget.batch_size[name], seed + 1)
-            t_cap = IndexSampler({"cap": torch.as_tensor(tgt_cap)}, {"tgt.text": ("cap", ids)},
-                                 budget.batch_size[name], seed + 2)
-            sampler = MultiSampler({"src": src, "tgt_img": t_img, "tgt_cap": t_cap}, prefix=False)
-        model = _build(name, budget, name, dims, text, corpus.glove)
-        _train(model, sampler, budget, name, out_dir / name, seed)
-        for setting, data in evals.items():
-            row = {"model": name, "setting": setting, "dataset": "emoji", **_metrics(model, data)}
-            if name in DECODER_MODELS:
-                row.update(_bleu(model, data, text))
-            rows.append(row)
-        _save_partial(out_dir, rows)
-    decoders = [m for m in models if m in DECODER_MODELS]
-    config = {"source": source, "target": target, "seed": seed, "n_train_concepts": int(len(train_c)),
-              "n_test_concepts": int(len(test_c)), "n_source_pairs": int(len(src_cap)),
-              "n_target_images": int(len(tgt_img)), "n_target_captions": int(len(tgt_cap)),
-              "vocab_size": len(text.vocab), "budget": asdict(budget)}
-    if decoders:  # what a perfect auto-encoder would score: held-out words are outside the vocabulary
-        max_len = resolve_config(decoders[0], budget.model.get(decoders[0], {}), dims=dims).max_len
-        config["bleu_ceiling"] = {s: bleu_ceiling(d, text, max_len) for s, d in evals.items()}
-    return {"config": config, "rows": rows}
-
-
-def _seed001_rows() -> list[dict[str, Any]]:
-    """Seed 001 Table 1 (ResNet-152, source Flickr30K) and Table 2 (BLEU x 100)."""
-    t1 = {
-        "DeepFashion": {"vsa-ae": (1.1, 3.3, 5.2, 1.1, 4.8, 8.0), "vsa-e-mmd": (2.0, 5.3, 6.6, 1.0, 4.0, 6.6),
-                        "vsa-ae-mmd": (13.5, 23.3, 30.3, 10.6, 27.2, 38.2)},
-        "EsteArtworks": {"vsa-ae": (10.0, 23.6, 39.1, 4.2, 11.4, 19.3), "vsa-e-mmd": (8.2, 28.2, 37.3, 6.8, 15.5, 24.2),
-                         "vsa-ae-mmd": (10.9, 22.7, 34.5, 8.0, 17.8, 25.0)},
-    }
-    rows = []
-    for ds, models in t1.items():
-        for model, v in models.items():
-            rows.append({"model": model, "setting": "target", "dataset": f"{ds} (source Flickr30K, ResNet-152)",
-                         "i2t_r1": v[0], "i2t_r5": v[1], "i2t_r10": v[2], "t2i_r1": v[3], "t2i_r5": v[4], "t2i_r10": v[5]})
-    for ds, v in {"DeepFashion": (96.9, 96.1, 95.2), "EsteArtworks": (95.5, 94.2, 92.8)}.items():
-        rows.append({"model": "vsa-ae-mmd", "setting": "source", "dataset": f"Flickr30K (target {ds})",
-                     "bleu2": v[0], "bleu3": v[1], "bleu4": v[2]})
-    return rows
-
-
-# --------------------------------------------------------------------------
-# emoji-sparse (seed 003)
-# --------------------------------------------------------------------------
-SPARSE_SETTINGS = ((0.1, 1), (0.1, 0), (0.2, 1), (0.2, 0), (0.5, 1), (0.5, 0))  # 0 = all captions
-ABLATIONS = {
-    "a3vse-no-pseudo": {"use_pseudo": False},
-    "a3vse-no-attention": {"attention": False},
-    "a3vse-no-adv": {"adversarial": False},
-    "a3vse-no-intra": {"intra": False},
-    "a3vse-no-cross": {"cross": False},
-    "a3vse-no-trans": {"trans": False},
-}
-
-#: the models ``emoji-sparse`` trains at every setting: the three of seed 003's tables, and A3VSE
-#: without its discriminators, the variant that trains at CPU budgets (docs/retrieval.md)
-SPARSE_MODELS = ("vsepp", "scan-xattn", "a3vse", "a3vse-no-adv")
-
-
-def _variant(label: str) -> tuple[str, dict[str, Any]]:
-    """``(registered model, config switches)`` of a row label: a model name or an A3VSE ablation label."""
-    if label in ABLATIONS:
-        return "a3vse", dict(ABLATIONS[label])
-    return label, {}
-
-
-def setting_name(fraction: float, n_captions: int) -> str:
-    if fraction >= 1.0 and n_captions == 0:
-        return "full"
-    return f"sparse-{int(round(100 * fraction))}-{n_captions if n_captions else 'all'}"
-
-
-CROSS_ATTENTION_MODELS = ("scan-xattn",)
-
-
-@dataclass
-class EvalProtocol:
-    """One evaluation protocol: rows keyed ``dataset``, metrics the mean over ``folds`` (image rows each).
-
-    ``cross_attention=False`` skips the models that score every image-caption
-    pair with cross attention (``scan-xattn``): their cost grows with
-    images x captions, out of a CPU budget at COCO 5K.
-    """
-
-    dataset: str
-    folds: list[np.ndarray]
-    cross_attention: bool = True
-
-
-def sparse(corpus: Corpus, out_dir: Path, budget: Budget, seed: int = 0,
-           settings: Sequence[tuple[float, int]] = SPARSE_SETTINGS, ablation_setting: tuple[float, int] | None = (0.1, 0),
-           models: Sequence[str] = SPARSE_MODELS, full: bool = True,
-           test_domain: str = "google", ablations: Mapping[str, dict[str, Any]] = ABLATIONS) -> dict[str, Any]:
-    """Sparse parallel corpus grid on the emoji-like corpus; ``n_captions = 0`` means all of an image's captions.
-
-    Training images: every style of the training concepts. Test images: the
-    held-out concepts in ``test_domain`` only (the styles of one concept share
-    their captions and tags, so with both styles every caption would have two
-    equally right images). Pseudo captions: an image's tags joined in order.
-    Ends with the ``s_g`` tag-matching baseline.
-    """
-    train_c, test_c = split_concepts(corpus.concept, budget.test_fraction, seed)
-    is_train = np.isin(corpus.concept, train_c)
-    train_img = np.flatnonzero(is_train)
-    test_img = np.flatnonzero(~is_train & (corpus.domain == test_domain))
-    res = sparse_grid(corpus, out_dir, budget, train_img, [EvalProtocol("emoji", [test_img])], seed=seed,
-                      settings=settings, ablation_setting=ablation_setting, models=models, full=full,
-                      ablations=ablations)
-    rows = res["rows"]
-    test_caps = [corpus.captions[j] for j in np.flatnonzero(np.isin(corpus.caption_image, test_img))]
-    remap = -np.ones(len(corpus.pooled), dtype=np.int64)
-    remap[test_img] = np.arange(len(test_img))
-    t2i = torch.as_tensor(remap[corpus.caption_image[np.isin(corpus.caption_image, test_img)]])
-    matcher = TagMatcher([corpus.tags[i] for i in test_img], synonyms=_synonyms_or_none())
-    m = matcher.evaluate(test_caps, t2i)
-    rows.append({"model": "s_g", "setting": "no-pairs", "dataset": "emoji", **{k: float(v) for k, v in m.items()}})
-    config = {"seed": seed, "n_train_concepts": int(len(train_c)), "n_test_concepts": int(len(test_c)),
-              "n_train_images": int(len(train_img)), "n_test_images": int(len(test_img)),
-              "n_test_captions": len(test_caps), "vocab_size": res["vocab_size"], "splits": res["splits"],
-              "pseudo_captions": "image tags joined in order", "s_g_synonyms": matcher.synonyms is not None,
-              "budget": asdict(budget)}
-    return {"config": config, "rows": rows}
-
-
-def sparse_grid(corpus: Corpus, out_dir: Path, budget: Budget, train_img: np.ndarray,
-                protocols: Sequence[EvalProtocol], seed: int = 0,
-                settings: Sequence[tuple[float, int]] = SPARSE_SETTINGS,
-                ablation_setting: tuple[float, int] | None = None,
-                models: Sequence[str] = ("vsepp", "scan-xattn", "a3vse"), full: bool = True,
-                ablations: Mapping[str, dict[str, Any]] = ABLATIONS,
-                pseudo: Callable[[np.ndarray, np.ndarray], list[str]] | None = None) -> dict[str, Any]:
-    """Train ``models`` at every sparse setting (seed 003 protocol) and evaluate them under ``protocols``.
-
-    ``train_img``: the corpus rows the sparse subsets are drawn from (with
-    :func:`visem.data.splits.sparse_corpus`, nested across settings);
-    ``settings``: ``(fraction of images, captions per image or 0 = all)``,
-    plus ``full`` (every training image, all captions). ``models``: registered
-    names or A3VSE ablation labels (``ABLATIONS``), trained at every setting;
-    ``ablations`` only at ``ablation_setting``. VSE++ reads pooled
-    features, SCAN and A3VSE the region features (``corpus.grid``). A3VSE's
-    pseudo pairs are the un-annotated training images with a pseudo caption
-    (the annotated ones at ``full``): ``pseudo(paired_captions, images)``
-    returns one caption per image of ``images`` given the corpus rows of the
-    captions the setting keeps (default: the image's tags joined).
-    The vocabulary holds the training images' captions and, with the default
-    pseudo captions, their tags. Returns ``{"rows", "splits", "vocab_size"}``.
-    """
-    from visem.data.splits import sparse_corpus
-
-    grid_list = list(settings) + ([(1.0, 0)] if full else [])
-    train_caps = np.flatnonzero(np.isin(corpus.caption_image, train_img))
-    tag_captions = [" ".join(t) for t in corpus.tags] if pseudo is None else None
-    vocab_texts = [corpus.captions[j] for j in train_caps]
-    if tag_captions is not None:
-        vocab_texts += [tag_captions[i] for i in train_img]
-    text = TextTable(vocab_texts)
-    ids = text.encode(corpus.captions)
-    tag_ids = text.encode(tag_captions) if tag_captions is not None else None
-    pooled = torch.as_tensor(corpus.pooled)
-    if budget.grid_pca and corpus.grid is not None:
-        corpus = Corpus(corpus.pooled, region_pca(corpus.grid, train_img, budget.grid_pca, seed), corpus.domain,
-                        corpus.concept, corpus.captions, corpus.caption_image, corpus.tags, corpus.glove)
-    grid = torch.as_tensor(corpus.grid) if corpus.grid is not None else None
-    if grid is None and any(_variant(m)[0] != "vsepp" for m in models):
-        raise ValueError("region models (scan-xattn, a3vse) need region features (corpus.grid)")
-    dims_p = {"image_dim": int(pooled.shape[1]), "vocab_size": len(text.vocab)}
-    dims_g = {"image_dim": int(grid.shape[-1]), "vocab_size": len(text.vocab)} if grid is not None else {}
-    evals: dict[tuple[int, int, bool], dict[str, Any]] = {}
-
-    def evaluate(model, regions: bool, name: str) -> list[tuple[str, dict[str, float]]]:
-        out = []
-        for p_i, proto in enumerate(protocols):
-            if name in CROSS_ATTENTION_MODELS and not proto.cross_attention:
-                continue
-            per_fold = []
-            for f_i, fold in enumerate(proto.folds):
-                key = (p_i, f_i, regions)
-                if key not in evals:
-                    evals[key] = _eval_set(corpus, fold, text, regions)
-                per_fold.append(_metrics(model, evals[key]))
-            out.append((proto.dataset, {k: float(np.mean([m[k] for m in per_fold])) for k in per_fold[0]}))
-        return out
-
-    rows: list[dict[str, Any]] = []
-    splits_cfg = {}
-    for fraction, n_caps in grid_list:
-        setting = setting_name(fraction, n_caps)
-        sc = sparse_corpus(corpus.caption_image, fraction, n_caps if n_caps else 10**6, images=train_img, seed=seed)
-        pair_img, pair_cap = corpus.caption_image[sc.paired_captions], sc.paired_captions
-        # every training image has a pseudo caption; the un-annotated ones form the pseudo pairs
-        # (at "full" there are none, so A3VSE's pseudo pairs are the annotated images' pseudo captions)
-        unl = sc.unpaired_images if len(sc.unpaired_images) else sc.paired_images
-        splits_cfg[setting] = {"paired_images": int(len(sc.paired_images)), "pairs": int(len(pair_cap)),
-                               "unpaired_images": int(len(sc.unpaired_images))}
-        runs: list[tuple[str, str, dict[str, Any]]] = [(m, *_variant(m)) for m in models]
-        if ablation_setting is not None and (fraction, n_caps) == tuple(ablation_setting):
-            runs += [(label, "a3vse", sw) for label, sw in ablations.items() if label not in models]
-        pseudo_ids = None
-        for label, name, switches in runs:
-            regions = name != "vsepp"
-            feats = grid if regions else pooled
-            bs = budget.batch_size[name]
-            pair_s = IndexSampler(_pairs(pair_img, pair_cap), {"image": ("img", feats), "text": ("cap", ids)}, bs, seed)
-            if name == "a3vse":
-                if pseudo_ids is None:
-                    pseudo_ids = tag_ids[unl] if tag_ids is not None else text.encode(pseudo(pair_cap, unl))
-                pair_s = IndexSampler(_pairs(pair_img, pair_cap),
-                                      {"pair.image": ("img", feats), "pair.text": ("cap", ids)}, bs, seed)
-                ps = IndexSampler({"img": torch.as_tensor(unl), "row": torch.arange(len(unl))},
-                                  {"pseudo.image": ("img", feats), "pseudo.text": ("row", pseudo_ids)}, bs, seed + 1)
-                sampler: Any = MultiSampler({"pair": pair_s, "pseudo": ps}, prefix=False)
-            else:
-                sampler = pair_s
-            model = _build(name, budget, name, dims_g if regions else dims_p, text, corpus.glove, **switches)
-            _train(model, sampler, budget, name, out_dir / setting / label, seed)
-            for dataset, m in evaluate(model, regions, name):
-                rows.append({"model": label, "setting": setting, "dataset": dataset, **m})
-            _save_partial(out_dir, rows)
-    return {"rows": rows, "splits": splits_cfg, "vocab_size": len(text.vocab)}
+    n, r, d = grid.shape
+    s = int(round(r ** 0.5))
+    if s * s != r:
+        raise ValueError(f"pool_regions needs a square grid of regions, got {r}")
+    if not 1 <= side <= s:
+        raise ValueError(f"regions must be in [1, {s}] for a {s} x {s} grid, got {side}")
+    if side == s:
+        return np.asarray(grid, dtype=np.float32)
+    out = np.empty((n, side * side, d), dtype=np.float32)
+    for a in range(0, n, 256):
+        x = torch.as_tensor(np.asarray(grid[a:a + 256], dtype=np.float32)).view(-1, s, s, d).permute(0, 3, 1, 2)
+        y = torch.nn.functional.adaptive_avg_pool2d(x, side)
+        out[a:a + 256] = y.permute(0, 2, 3, 1).reshape(-1, side * side, d).numpy()
+    return out
 
 
 def region_pca(grid: np.ndarray, fit_images: np.ndarray, k: int, seed: int = 0,
@@ -534,7 +223,165 @@ def region_pca(grid: np.ndarray, fit_images: np.ndarray, k: int, seed: int = 0,
     return out
 
 
-def _synonyms_or_none() -> Callable[[str], set[str]] | None:
+def save_corpus(corpus: Corpus, folder: Path) -> Path:
+    """The corpus as memory-mappable arrays + JSON (:func:`load_corpus`), read by every worker process."""
+    from visem.io import atomic_write_json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "pooled.npy", np.asarray(corpus.pooled, dtype=np.float32))
+    if corpus.grid is not None:
+        np.save(folder / "grid.npy", np.asarray(corpus.grid, dtype=np.float32))
+    np.save(folder / "concept.npy", corpus.concept)
+    np.save(folder / "caption_image.npy", corpus.caption_image)
+    atomic_write_json(folder / "corpus.json", {"domain": corpus.domain.tolist(), "captions": corpus.captions,
+                                                "tags": corpus.tags, "glove": corpus.glove})
+    return folder
+
+
+def load_corpus(folder: Path) -> Corpus:
+    meta = json.loads((folder / "corpus.json").read_text())
+    grid = np.load(folder / "grid.npy", mmap_mode="r") if (folder / "grid.npy").is_file() else None
+    return Corpus(np.load(folder / "pooled.npy"), grid, np.asarray(meta["domain"]), np.load(folder / "concept.npy"),
+                  meta["captions"], np.load(folder / "caption_image.npy"), meta["tags"], meta["glove"])
+
+
+# --------------------------------------------------------------------------
+# budgets
+# --------------------------------------------------------------------------
+@dataclass
+class Budget:
+    """Steps, batch sizes, learning rates and model overrides of one experiment run, per model key.
+
+    ``val_fraction > 0`` with ``validate_every > 0``: a validation split of
+    the training concepts selects each model by its rsum every
+    ``validate_every`` steps (seed 003 Sec. 4.3); otherwise the model of the
+    last step is kept.
+    """
+
+    steps: dict[str, int]
+    batch_size: dict[str, int]
+    lr: dict[str, float]
+    model: dict[str, dict[str, Any]] = field(default_factory=dict)
+    weight_decay: dict[str, float] = field(default_factory=dict)
+    test_fraction: float = 0.2
+    val_fraction: float = 0.0
+    validate_every: int = 0
+    regions: int | None = None  # pool a square region grid to regions x regions cells
+    grid_pca: int | None = None  # project grid regions onto this many principal components (fit on training images)
+    grad_clip: float | None = 2.0
+    lr_decay_at: float = 2 / 3  # the rate is cut by 10 from this fraction of training on
+    max_len: int = 30  # captions are cut to this many tokens
+    log_every: int = 50
+    progress: bool = False
+
+    @classmethod
+    def from_settings(cls, s: Mapping[str, Any], progress: bool = False) -> "Budget":
+        """A budget from an experiment's resolved settings (``train.MODEL.*``, ``model.MODEL``, the rest)."""
+        train = s["train"]
+        keys = ("test_fraction", "val_fraction", "validate_every", "regions", "grid_pca", "grad_clip",
+                "lr_decay_at", "max_len", "log_every")
+        return cls(steps={m: int(t["steps"]) for m, t in train.items()},
+                   batch_size={m: int(t["batch_size"]) for m, t in train.items()},
+                   lr={m: float(t["lr"]) for m, t in train.items()},
+                   weight_decay={m: float(t.get("weight_decay", 0.0)) for m, t in train.items()},
+                   model={m: dict(v) for m, v in s.get("model", {}).items()},
+                   progress=progress, **{k: s[k] for k in keys if k in s})
+
+
+def train_model(model, sampler, budget: Budget, key: str, run_dir: Path, seed: int,
+                validate: Callable[[Any], float] | None = None) -> dict[str, Any]:
+    """Train ``model`` with ``budget``'s settings for ``key``; returns ``{"shares", "best"}``.
+
+    ``validate(model) -> score`` (higher is better; validation data only)
+    selects the model every ``budget.validate_every`` steps. Each weighted
+    term's share of the encoders' gradient is measured on the first batch
+    before and after training.
+    """
+    steps = budget.steps[key]
+    cfg = TrainConfig(steps=steps, batch_size=budget.batch_size[key], lr=budget.lr[key],
+                      weight_decay=budget.weight_decay.get(key, 0.0),
+                      lr_decay_step=max(1, int(steps * budget.lr_decay_at)), lr_decay=0.1, grad_clip=budget.grad_clip,
+                      seed=seed, log_every=min(budget.log_every, steps), checkpoint_every=steps,
+                      progress=budget.progress)
+    select = None
+    if validate is not None and budget.validate_every > 0:
+        select = (validate, min(budget.validate_every, steps))
+    trainer = Trainer(model, sampler, cfg, run_dir, share_probe=True, select=select)
+    trainer.fit()
+    return {"shares": trainer.shares, "best": trainer.best}
+
+
+def build_for(name: str, budget: Budget, key: str, dims: dict[str, int], text: TextTable, glove: bool,
+              seed: int = 0, **extra):
+    """Registered model ``name`` with ``budget.model[key]`` and ``extra``, seeded, GloVe words if ``glove``."""
+    torch.manual_seed(seed)
+    model = build_model(name, {**budget.model.get(key, {}), **extra}, dims=dims)
+    if glove:
+        model.load_word_vectors(text.word_vectors())
+    return model
+
+
+def eval_set(corpus: Corpus, images: np.ndarray, text: TextTable, regions: bool) -> dict[str, Any]:
+    """Held-out images (pooled or region features) with their captions as token ids."""
+    sub = corpus.subset(images)
+    feats = sub.grid if regions else sub.pooled
+    return {"image": torch.as_tensor(np.asarray(feats, dtype=np.float32)), "text": text.encode(sub.captions),
+            "txt_to_img": torch.as_tensor(sub.caption_image), "captions": sub.captions}
+
+
+def metrics_of(model, data: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in model.evaluate({k: data[k] for k in ("image", "text", "txt_to_img")}).items()}
+
+
+def save_partial(out_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """Rows so far, in ``out_dir/rows.partial.json`` (a long run that is stopped keeps them)."""
+    from visem.io import atomic_write_json
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "rows.partial.json", rows)
+
+
+# --------------------------------------------------------------------------
+# baselines without training: the floor and s_g
+# --------------------------------------------------------------------------
+def random_floor(n_images: int, txt_to_img: Any, seed: int = 0, dim: int = 64) -> dict[str, float]:
+    """R@K of random embeddings (Gaussian, ``dim``-d) on a gallery: the row any model must beat."""
+    g = torch.Generator().manual_seed(seed)
+    t2i = torch.as_tensor(np.asarray(txt_to_img))
+    return retrieval_recall(torch.randn(n_images, dim, generator=g, dtype=torch.float64),
+                            torch.randn(len(t2i), dim, generator=g, dtype=torch.float64), t2i)
+
+
+def imagenet_tag_scores(pooled: np.ndarray) -> tuple[list[list[str]], list[dict[str, float]]]:
+    """Image-level semantics from a pretrained tagger, the offline stand-in for seed 003's ``s_g`` (Sec. 4.2).
+
+    EfficientNet-Lite0's own ImageNet head on the pooled features
+    (:func:`visem.features.image.imagenet_probabilities`); the concepts are
+    every comma-separated name of the 1,000 classes (``"tabby, tabby cat"``
+    gives two), each scored with its class's softmax probability (the
+    normalised scores of the paper; a name shared by several classes keeps
+    the largest). Returns the concept names and ``{name: score}`` of each
+    image, as :class:`visem.models.tag_match.TagMatcher` takes them.
+    """
+    from visem.data.imagenet import imagenet_classes
+    from visem.features.image import imagenet_probabilities
+
+    names = [[n.strip() for n in c.split(",") if n.strip()] for c in imagenet_classes()]
+    probs = imagenet_probabilities(np.asarray(pooled, dtype=np.float32))
+    vocab = sorted({n for ns in names for n in ns})
+    tags, scores = [], []
+    for p in probs:
+        sc: dict[str, float] = {}
+        for ns, v in zip(names, p):
+            for n in ns:
+                if v > sc.get(n, -1.0):
+                    sc[n] = float(v)
+        tags.append(vocab)
+        scores.append(sc)
+    return tags, scores
+
+
+def synonyms_or_none() -> Callable[[str], set[str]] | None:
     """WordNet synonyms when the WordNet database is available, else exact matching."""
     from visem.models.tag_match import wordnet_synonyms
 
@@ -545,103 +392,34 @@ def _synonyms_or_none() -> Callable[[str], set[str]] | None:
     return wordnet_synonyms
 
 
-def _seed003_rows() -> list[dict[str, Any]]:
-    """Seed 003 Table 1 (A3VSE and SCAN, Flickr30K 1K), Table 2 (VSE++, s_g, full) and Table 5."""
-    f30k = "Flickr30K 1K"
-    t1 = {  # (a, n): A3VSE t2i r1 r5 r10, i2t r1 r5 r10, SCAN the same
-        "sparse-10-1": ((20.7, 46.0, 58.5, 27.6, 56.2, 68.1), (2.0, 7.2, 11.7, 5.1, 16.0, 22.9)),
-        "sparse-10-all": ((32.0, 60.1, 71.0, 46.8, 72.8, 80.7), (24.6, 48.1, 59.3, 25.9, 56.3, 70.9)),
-        "sparse-20-1": ((29.1, 56.4, 68.1, 43.3, 71.0, 81.8), (17.2, 37.5, 47.5, 21.2, 44.4, 55.0)),
-        "sparse-20-all": ((34.9, 64.4, 73.6, 48.4, 77.0, 85.1), (29.3, 56.9, 68.3, 42.1, 71.8, 81.3)),
-        "sparse-50-1": ((36.7, 65.1, 75.9, 51.6, 78.7, 85.7), (29.5, 56.3, 67.3, 40.2, 72.2, 81.4)),
-        "sparse-50-all": ((44.5, 73.8, 83.3, 60.9, 85.7, 91.6), (39.2, 67.5, 77.2, 52.6, 80.3, 87.5)),
-    }
-
-    def row(model, setting, v, ds=f30k):
-        r = {"model": model, "setting": setting, "dataset": ds, "t2i_r1": v[0], "t2i_r5": v[1], "t2i_r10": v[2],
-             "i2t_r1": v[3], "i2t_r5": v[4], "i2t_r10": v[5]}
-        r["rsum"] = round(sum(v), 1)
-        return r
-
-    rows = []
-    for setting, (ours, scan) in t1.items():
-        rows.append(row("a3vse", setting, ours))
-        rows.append(row("scan-xattn", setting, scan))
-    rows.append(row("vsepp", "sparse-10-all", (7.2, 27.5, 40.5, 10.5, 40.2, 62.8)))
-    for model, v in {"vsepp": (39.6, 70.1, 79.8, 53.1, 82.1, 87.5), "scan-xattn": (45.8, 74.4, 83.0, 61.8, 87.5, 93.7),
-                     "a3vse": (49.5, 79.5, 86.6, 65.0, 89.2, 94.5)}.items():
-        rows.append(row(model, "full", v))
-    rows.append(row("s_g", "no-pairs", (10.5, 21.5, 29.2, 12.1, 24.0, 31.1)))
-    t5 = {"a3vse-no-pseudo": (23.4, 47.9, 58.2, 26.5, 58.1, 71.5),
-          "a3vse-no-attention": (23.8, 50.1, 62.7, 35.8, 64.3, 75.1),
-          "a3vse-no-adv": (30.9, 58.5, 69.0, 43.8, 70.9, 79.5),
-          "a3vse-no-intra": (31.8, 59.6, 71.0, 44.8, 72.5, 80.8),
-          "a3vse-no-cross": (31.3, 59.2, 70.5, 45.2, 71.8, 80.1),
-          "a3vse-no-trans": (31.5, 59.7, 70.9, 46.1, 71.8, 80.3)}
-    for model, v in t5.items():
-        rows.append(row(model, "sparse-10-all", v, ds=f30k + " (Table 5)"))
-    return rows
-
-
 # --------------------------------------------------------------------------
-# budgets and registered experiments
+# tables over seeds
 # --------------------------------------------------------------------------
-def cross_budget(quick: bool, progress: bool) -> Budget:
-    if quick:
-        small = {"hidden_dim": 32, "channels": (16, 32)}
-        return Budget(steps={m: 20 for m in CROSS_MODELS}, batch_size={m: 16 for m in CROSS_MODELS},
-                      lr={m: 1e-3 for m in CROSS_MODELS},
-                      model={"vsepp": {"embed_dim": 32}, **{m: small for m in CROSS_MODELS[1:]}},
-                      log_every=10, progress=progress)
-    # seed 001 Sec. 4.2: batch 32 and Adam with the rate cut by 10 late in training. The paper's
-    # 2e-4 over 20+ epochs is out of reach of a CPU run; 800 steps (~6 epochs of the source pairs)
-    # at 5e-4, cut by 10 for the last third. VSA architecture as in the paper (codes of 500).
-    return Budget(steps={m: 800 for m in CROSS_MODELS}, batch_size={m: 32 for m in CROSS_MODELS},
-                  lr={m: 5e-4 for m in CROSS_MODELS}, model={"vsepp": {"embed_dim": 512}},
-                  grad_clip=2.0, progress=progress)
+def aggregate(rows: Sequence[Mapping[str, Any]], order: Sequence[tuple] | None = None) -> list[dict[str, Any]]:
+    """One row per ``(model, setting, dataset)``: the metrics' mean and sample std over the seeds' rows.
+
+    Rows keep the order in which their key first appears. Keys other than
+    :data:`ROW_KEYS` must be numbers.
+    """
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r.get(k) for k in ROW_KEYS), []).append(r)
+    out = []
+    for key, rs in groups.items():
+        metrics = [{k: float(v) for k, v in r.items() if k not in ROW_KEYS} for r in rs]
+        out.append({**{k: v for k, v in zip(ROW_KEYS, key) if v is not None}, **mean_std(metrics)})
+    return out
 
 
-def sparse_budget(quick: bool, progress: bool) -> Budget:
-    names = ("vsepp", "scan-xattn", "a3vse")
-    if quick:
-        return Budget(steps={m: 15 for m in names}, batch_size={m: 16 for m in names}, lr={m: 1e-3 for m in names},
-                      model={"vsepp": {"embed_dim": 32}, "scan-xattn": {"embed_dim": 32},
-                             "a3vse": {"embed_dim": 32, "disc_hidden": 32, "heads": 2}},
-                      grid_pca=32, log_every=5, progress=progress)
-    # seed 003 Sec. 4.3: Adam, gradients clipped at 2.0, margins/weights as in the paper. Cut for a
-    # CPU run: batch 64 (paper 128), 1,000 steps, joint spaces of 256 (paper 512 / SCAN 1024), grid
-    # regions PCA-reduced 1280 -> 256 before the trainable projection. At 300 steps SCAN and A3VSE
-    # were far from trained (SCAN sparse-20-all rsum 51.7 at 300 steps, 104.6 at 1,000).
-    return Budget(steps={m: 1000 for m in names}, batch_size={m: 64 for m in names}, lr={m: 5e-4 for m in names},
-                  model={"vsepp": {"embed_dim": 512}, "scan-xattn": {"embed_dim": 256, "eval_block": 64},
-                         "a3vse": {"embed_dim": 256, "disc_hidden": 256}},
-                  grid_pca=256, grad_clip=2.0, progress=progress)
+def mean_shares(per_seed: Sequence[Mapping[str, Mapping[str, float]]]) -> dict[str, dict[str, float]]:
+    """``{"start"|"end": {term: mean share over seeds}}`` of the :func:`train_model` shares of several seeds."""
+    out: dict[str, dict[str, float]] = {}
+    for when in ("start", "end"):
+        found = [s[when] for s in per_seed if when in s]
+        if found:
+            out[when] = {k: float(np.mean([f[k] for f in found])) for k in found[0]}
+    return out
 
 
-@register_experiment("emoji-cross-style",
-                     description="VSE++ and VSA-AE(-MMD) / VSA-E-MMD: Google-style source, unpaired Twitter-style target",
-                     paper="seed 001 Tables 1-2")
-def run_cross_style(out_dir: Path, quick: bool = False, seed: int = 0, progress: bool = False) -> dict[str, Any]:
-    corpus = emoji_corpus(grid=False, progress=progress)
-    if quick:
-        keep = np.flatnonzero(corpus.concept < 60)
-        corpus = corpus.subset(keep)
-    res = cross_style(corpus, Path(out_dir), cross_budget(quick, progress), seed=seed)
-    return {"experiment": "emoji-cross-style", "config": {**res["config"], "quick": quick},
-            "rows": res["rows"], "paper": _seed001_rows()}
-
-
-@register_experiment("emoji-sparse",
-                     description="VSE++, SCAN, A3VSE (+ ablations) and s_g on sparsely paired emoji",
-                     paper="seed 003 Tables 1, 2, 5")
-def run_sparse(out_dir: Path, quick: bool = False, seed: int = 0, progress: bool = False) -> dict[str, Any]:
-    corpus = emoji_corpus(progress=progress)
-    budget = sparse_budget(quick, progress)
-    if quick:
-        corpus = corpus.subset(np.flatnonzero(corpus.concept < 60))
-        res = sparse(corpus, Path(out_dir), budget, seed=seed, settings=((0.1, 1), (0.5, 0)),
-                     ablation_setting=(0.5, 0), full=False)
-    else:
-        res = sparse(corpus, Path(out_dir), budget, seed=seed)
-    return {"experiment": "emoji-sparse", "config": {**res["config"], "quick": quick},
-            "rows": res["rows"], "paper": _seed003_rows()}
+def budget_dict(budget: Budget) -> dict[str, Any]:
+    return asdict(budget)

@@ -78,6 +78,9 @@ class RNNTextEncoder(nn.Module):
             raise ValueError(f"rnn must be 'gru' or 'lstm', got {rnn!r}")
         self.vocab_size = vocab_size
         self.embed = nn.Embedding(vocab_size, word_dim, padding_idx=PAD)
+        with torch.no_grad():  # VSE++'s and SCAN's init when no word vectors are loaded: U(-0.1, 0.1)
+            self.embed.weight.uniform_(-0.1, 0.1)
+            self.embed.weight[PAD].zero_()
         cls = nn.GRU if rnn == "gru" else nn.LSTM
         self.rnn = cls(word_dim, hidden_dim, batch_first=True, bidirectional=bidirectional)
         self.bidirectional = bidirectional

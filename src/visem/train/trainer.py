@@ -8,6 +8,12 @@ A run directory holds::
     metrics.csv              step, lr and the mean of every loss term since
                              the previous row
     model.safetensors        final weights
+    best.safetensors         with ``select``: the weights of the best
+                             validation score so far (its step and score in
+                             the metadata); training ends on them
+    shares.json              with ``share_probe``: each weighted term's share
+                             of the encoders' gradient on the probe batch,
+                             before training and after it
 
 A killed run started again with the same run directory continues from its
 last checkpoint; rows of ``metrics.csv`` past that checkpoint are dropped, so
@@ -30,7 +36,7 @@ from tqdm.auto import tqdm
 
 from visem.io import atomic_write_text
 from visem.models.base import EmbeddingModel, NonFiniteError
-from visem.train.checkpoint import load_checkpoint, save_checkpoint, save_weights
+from visem.train.checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
 
 
 @dataclass
@@ -63,7 +69,17 @@ class Trainer:
     ``load_state_dict`` (:class:`visem.train.sampler.BatchSampler`).
     ``static`` tensors (class embeddings, say) join every batch.
     ``on_step(step, terms)`` is called after each step (tests use it to
-    simulate a crash).
+    simulate a crash). ``share_probe``: a batch (or ``True``: the sampler's
+    first batch) on which
+    :func:`visem.train.shares.gradient_shares` is measured (schedules at their
+    final values) before the first step and after the last; the result is
+    ``self.shares = {"start": ..., "end": ...}`` (``start`` only when training
+    began here, not on a resume) and ``shares.json`` in the run directory.
+    ``select=(score_fn, every)``: model selection on held-out data, as seed
+    003 Sec. 4.3 selects by validation rsum: ``score_fn(model)`` (higher is
+    better, never computed on test data) every ``every`` steps and at the
+    end; the model ends with the best-scoring weights, and ``self.best`` is
+    ``{"step", "score"}``.
     """
 
     def __init__(
@@ -74,6 +90,8 @@ class Trainer:
         run_dir: str | Path | None = None,
         static: Mapping[str, Tensor] | None = None,
         on_step: Callable[[int, dict[str, Tensor]], None] | None = None,
+        share_probe: Mapping[str, Tensor] | bool | None = None,
+        select: tuple[Callable[[EmbeddingModel], float], int] | None = None,
     ) -> None:
         self.model = model
         self.sampler = sampler
@@ -81,6 +99,17 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.static = dict(static or {})
         self.on_step = on_step
+        if share_probe is True:  # the sampler's first batch, without consuming it
+            state = sampler.state_dict()
+            share_probe = next(sampler)
+            sampler.load_state_dict(state)
+        self.share_probe = dict(share_probe) if share_probe not in (None, False) else None
+        self.shares: dict[str, dict[str, float]] = {}
+        if select is not None and (int(select[1]) < 1):
+            raise ValueError(f"select: validate every >= 1 steps, got {select[1]!r}")
+        self.select = select
+        self.best: dict[str, float] = {}
+        self._best_state: dict[str, Tensor] | None = None
         self.optimizers = model.make_optimizers(cfg.lr, cfg.weight_decay)
         self._base_lrs = [[g["lr"] for g in opt.param_groups] for opt in self.optimizers]
         self.step = 0
@@ -108,6 +137,12 @@ class Trainer:
         ckpt = self.checkpoint_path
         if ckpt is None or not ckpt.exists():
             return
+        best = self.run_dir / "best.safetensors"
+        if self.select is not None and best.exists():
+            current = {k: v.clone() for k, v in self.model.state_dict().items()}
+            self.best = dict(load_weights(best, self.model))
+            self._best_state = {k: v.clone() for k, v in self.model.state_dict().items()}
+            self.model.load_state_dict(current)
         meta = load_checkpoint(ckpt, self.model, self.optimizers)
         self.step = int(meta["step"])
         window = meta.get("log_window", {"sums": {}, "count": 0})
@@ -174,6 +209,8 @@ class Trainer:
         self._resume()
         if self.step == 0:
             seed_everything(cfg.seed)
+            self._measure_shares("start")
+            seed_everything(cfg.seed)
         self.model.train()
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress, desc="train", leave=False)
         try:
@@ -195,8 +232,12 @@ class Trainer:
                 self._count += 1
                 if self.on_step is not None:
                     self.on_step(self.step, terms)
+                if self.select is not None and (self.step % self.select[1] == 0 or self.step == cfg.steps):
+                    self._validate()
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     row = {"step": self.step, "lr": lr, **{k: v / self._count for k, v in self._sums.items()}}
+                    if self.best:
+                        row["best_val"] = self.best["score"]
                     self._log(row)
                     bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4g}")
                     self._sums, self._count = {}, 0
@@ -205,7 +246,36 @@ class Trainer:
                 bar.update(1)
         finally:
             bar.close()
+        if self._best_state is not None:
+            self.model.load_state_dict(self._best_state)
+        self._measure_shares("end")
         if self.run_dir is not None:
             save_weights(self.run_dir / "model.safetensors", self.model, {"step": self.step})
         self.model.eval()
         return self.history
+
+    def _validate(self) -> None:
+        score_fn = self.select[0]
+        was = self.model.training
+        with torch.random.fork_rng():
+            score = float(score_fn(self.model))
+        self.model.train(was)
+        if not self.best or score > self.best["score"]:
+            self.best = {"step": self.step, "score": score}
+            self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            if self.run_dir is not None:
+                save_weights(self.run_dir / "best.safetensors", self.model, self.best)
+
+    def _measure_shares(self, when: str) -> None:
+        if self.share_probe is None:
+            return
+        from visem.train.shares import gradient_shares
+
+        batch = {**self.share_probe, **self.static}
+        with torch.random.fork_rng():
+            self.shares[when] = gradient_shares(self.model, batch, progress=1.0)
+        self.model.zero_grad(set_to_none=True)
+        if self.run_dir is not None:
+            from visem.io import atomic_write_json
+
+            atomic_write_json(self.run_dir / "shares.json", self.shares)
