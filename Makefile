@@ -10,7 +10,7 @@ APT_PACKAGES := dataset-fashion-mnist wordnet-base chromium chromium-driver
 TORCH := torch==2.13.0
 STAMP := $(VENV)/.visem-installed
 
-.PHONY: setup system data test test-slow demo clean
+.PHONY: setup system data test test-slow demo bench clean
 
 setup: $(STAMP)
 
@@ -43,6 +43,11 @@ test-slow: data
 
 demo: data
 	$(VENV)/bin/visem demo
+
+# Speed and memory next to the peers; writes bench/RESULTS.md (a few minutes
+# on 2 cores; BENCH_ARGS=--full for the issue's sizes). Not part of `make test`.
+bench: setup
+	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

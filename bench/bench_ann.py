@@ -10,6 +10,10 @@ base vectors (+ N(0, 0.03^2 I), renormalised). IVF's nprobe is tuned on a
 measured on the evaluation queries against exact search, so the recall is
 not tuned on the queries it is reported for.
 
+With ``--peers``: visem's index next to plain faiss on the same vectors
+(one OpenMP thread, CPU seconds; the rows of ``bench/RESULTS.md``, see
+:func:`peer_rows`).
+
 Per size: the exact build (``IndexFlatIP``), the IVF build (k-means
 training + adding + nprobe tuning, ``VectorIndex.build(..., exact_max=0)``),
 the time to search 1000 queries at k=10 with each, IVF's recall@10 and the
@@ -53,7 +57,7 @@ import platform
 import sys
 
 import numpy as np
-from _measure import measure
+from _measure import Row, measure, measure_cpu
 
 from visem.io import atomic_write_json
 from visem.search.ann import VectorIndex, recall_at_k
@@ -140,6 +144,69 @@ def table(rows: list[dict], n_queries: int) -> str:
     return "\n".join(lines)
 
 
+def peer_rows(n: int, dim: int, n_queries: int, command: str, centres: int = 1000, noise: float = 0.05,
+         query_noise: float = 0.03, target_recall: float = 0.95) -> list[Row]:
+    """visem's VectorIndex next to plain faiss on the same vectors, one OpenMP thread, CPU seconds.
+
+    Exact search: ``VectorIndex.search`` against ``faiss.IndexFlatIP.search``.
+    IVF: visem's build (k-means training, adding, tuning ``nprobe`` on other
+    queries) against plain faiss's ``IndexIVFFlat`` train + add with the same
+    ``nlist`` (no tuning: the extra work visem does is in the ratio), and the
+    searches at the same ``nprobe``.
+    """
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+    base = clustered(n, dim, centres, noise, seed=n)
+    queries = noisy_copies(base, n_queries, query_noise, seed=1)
+    tune = noisy_copies(base, n_queries, query_noise, seed=2)
+    out: list[Row] = []
+
+    def plain_flat():
+        index = faiss.IndexFlatIP(dim)
+        index.add(base)
+        return index
+
+    flat = plain_flat()
+    (exact, _), _, _, _ = measure_cpu(lambda: VectorIndex.build(base, exact_max=n))
+    exact.search(queries[:10], 10)
+    flat.search(queries[:10], 10)
+    _, peer_s, _, _ = measure_cpu(lambda: flat.search(queries, 10))
+    (_, truth), visem_s, _, mem = measure_cpu(lambda: exact.search(queries, 10))
+    _, peer2, _, _ = measure_cpu(lambda: flat.search(queries, 10))
+    out.append(Row(f"exact top-10 search, {n_queries:,} queries over {n:,} x {dim}", visem_s,
+                   "plain faiss IndexFlatIP.search", (peer_s + peer2) / 2, mem, command))
+
+    (ivf, rep), visem_s, _, mem = measure_cpu(
+        lambda: VectorIndex.build(base, exact_max=0, queries=tune, target_recall=target_recall))
+    nlist, nprobe = rep["nlist"], rep["nprobe"]
+
+    def plain_ivf():
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.spherical = True
+        index.train(base)
+        index.add(base)
+        index.nprobe = nprobe
+        return index
+
+    plain, peer_s, _, _ = measure_cpu(plain_ivf)
+    out.append(Row(f"IVF build (nlist {nlist}) of {n:,} x {dim}", visem_s,
+                   "plain faiss IndexIVFFlat train + add (no nprobe tuning)", peer_s, mem, command,
+                   note=f"visem tunes nprobe = {nprobe} on other queries (recall@10 >= {target_recall})"))
+    plain.search(queries[:10], 10)
+    ivf.search(queries[:10], 10)
+    _, peer_s, _, _ = measure_cpu(lambda: plain.search(queries, 10))
+    (_, found), visem_s, _, mem = measure_cpu(lambda: ivf.search(queries, 10))
+    _, peer2, _, _ = measure_cpu(lambda: plain.search(queries, 10))
+    out.append(Row(f"IVF top-10 search (nprobe {nprobe}), {n_queries:,} queries over {n:,}", visem_s,
+                   "plain faiss IndexIVFFlat.search, same nprobe", (peer_s + peer2) / 2, mem, command,
+                   note=f"visem recall@10 {recall_at_k(found, truth, 10):.3f}"))
+    for r in out:
+        print(f"{r.task}: visem {r.visem_s:.3f} s, {r.peer} {r.peer_s:.3f} s, ratio {r.ratio:.2f}", flush=True)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
@@ -150,8 +217,17 @@ def main() -> None:
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--target-recall", type=float, default=0.95)
     p.add_argument("--out", help="write the JSON results here instead of printing them")
+    p.add_argument("--peers", action="store_true",
+                   help="instead: visem next to plain faiss at each size, one thread, CPU seconds (the RESULTS.md rows)")
     args = p.parse_args()
     import faiss
+
+    if args.peers:
+        command = "python " + " ".join(sys.argv)
+        print(f"command: {command}")
+        for n in args.sizes:
+            peer_rows(n, args.dim, args.queries, command, args.centres, args.noise, args.query_noise, args.target_recall)
+        return
 
     machine = {"cpu": cpu_model(), "nproc": os.cpu_count(), "faiss": faiss.__version__,
                "omp_threads": faiss.omp_get_max_threads(), "numpy": np.__version__,

@@ -368,3 +368,16 @@ def test_docstring_examples_run() -> None:
 
     result = doctest.testmod(visem.losses)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_median_bandwidth_is_the_median_heuristic_and_scale_free() -> None:
+    from visem.losses import median_bandwidth
+
+    x = torch.tensor([[0.0], [1.0]])
+    y = torch.tensor([[3.0]])
+    # pairwise squared distances (each ordered pair): 1, 9, 4 twice each; lower median 4 -> sigma sqrt(2)
+    assert median_bandwidth(x, y) == pytest.approx(2.0 ** 0.5)
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(20, 8, generator=g), torch.randn(15, 8, generator=g)
+    assert median_bandwidth(10 * a, 10 * b) == pytest.approx(10 * median_bandwidth(a, b))
+    assert median_bandwidth(torch.ones(3, 2), torch.ones(2, 2)) == 1.0

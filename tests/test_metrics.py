@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -48,8 +49,19 @@ def paired_data(
 # --------------------------------------------------------------------------
 # retrieval recall: naive reference (full matrix, explicit loops)
 # --------------------------------------------------------------------------
-def naive_ranks(img: np.ndarray, txt: np.ndarray, t2i: np.ndarray) -> tuple[list[int], list[int]]:
-    s = np.asarray(img, dtype=np.float64) @ np.asarray(txt, dtype=np.float64).T
+def canonical_scores(img: np.ndarray, txt: np.ndarray) -> np.ndarray:
+    """Correctly rounded dot products (math.fsum): identical rows score identically.
+
+    A BLAS matrix product need not give two identical rows the same last
+    bits (a float32 matrix-vector product here does not), so references for
+    tie-heavy data use these.
+    """
+    x, y = np.asarray(img, dtype=np.float64), np.asarray(txt, dtype=np.float64)
+    return np.array([[math.fsum(a * b) for b in y] for a in x])
+
+
+def naive_ranks(img: np.ndarray, txt: np.ndarray, t2i: np.ndarray, canonical: bool = False) -> tuple[list[int], list[int]]:
+    s = canonical_scores(img, txt) if canonical else np.asarray(img, dtype=np.float64) @ np.asarray(txt, dtype=np.float64).T
     n_img, n_txt = s.shape
     i2t = []
     for i in range(n_img):
@@ -62,9 +74,11 @@ def naive_ranks(img: np.ndarray, txt: np.ndarray, t2i: np.ndarray) -> tuple[list
     return i2t, t2i_ranks
 
 
-def naive_recall(img: np.ndarray, txt: np.ndarray, t2i: np.ndarray, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+def naive_recall(
+    img: np.ndarray, txt: np.ndarray, t2i: np.ndarray, ks: tuple[int, ...] = (1, 5, 10), canonical: bool = False
+) -> dict[str, float]:
     out: dict[str, float] = {}
-    for name, ranks in zip(("i2t", "t2i"), naive_ranks(img, txt, t2i)):
+    for name, ranks in zip(("i2t", "t2i"), naive_ranks(img, txt, t2i, canonical)):
         for k in ks:
             out[f"{name}_r{k}"] = 100.0 * sum(r <= k for r in ranks) / len(ranks)
         srt = sorted(ranks)
@@ -113,14 +127,21 @@ def test_recall_never_builds_more_than_one_block(monkeypatch: pytest.MonkeyPatch
     img, txt, t2i = paired_data(seed=2, n_img=40, per_img=5)
     expected = retrieval_recall(img, txt, t2i, chunk_size=10**6)
     largest = [0]
-    original: Callable[..., Any] = torch.Tensor.__matmul__
+    original_mm: Callable[..., Any] = torch.mm
+    original_matmul: Callable[..., Any] = torch.Tensor.__matmul__
 
-    def spy(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        out = original(a, b)
+    def spy_mm(a: torch.Tensor, b: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        out = original_mm(a, b, **kwargs)
         largest[0] = max(largest[0], out.numel())
         return out
 
-    monkeypatch.setattr(torch.Tensor, "__matmul__", spy)
+    def spy_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        out = original_matmul(a, b)
+        largest[0] = max(largest[0], out.numel())
+        return out
+
+    monkeypatch.setattr(torch, "mm", spy_mm)
+    monkeypatch.setattr(torch.Tensor, "__matmul__", spy_matmul)
     got = retrieval_recall(img, txt, t2i, chunk_size=16)
     assert largest[0] == 16 * 16  # 40 x 200 never materialised
     assert got == expected
@@ -179,6 +200,139 @@ def test_recall_tie_heavy_matches_naive_reference() -> None:
     txt = rng.integers(-1, 2, (len(t2i), 3)).astype(np.float32)
     for chunk_size in (4, 1000):
         assert_metrics_close(retrieval_recall(img, txt, t2i, chunk_size=chunk_size), naive_recall(img, txt, t2i))
+
+
+@pytest.mark.parametrize("d", [64, 128, 512, 1024])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_recall_constant_embeddings_get_the_worst_ranks(d: int, dtype: type) -> None:
+    # A model that maps everything to one point: every wrong item ties with
+    # the correct one and ties count against the query. With n images of 5
+    # captions, an image's best caption is beaten by the 5 (n - 1) captions of
+    # the others and a caption's image by the other n - 1 images, whatever the
+    # rounding of the (non-representable) score.
+    n = 20
+    v = unit(np.random.default_rng(d), 1, d)[0]
+    img, txt = np.tile(v, (n, 1)).astype(dtype), np.tile(v, (5 * n, 1)).astype(dtype)
+    got = retrieval_recall(img, txt, np.repeat(np.arange(n), 5), ks=(1, 5, 10, 19, 20))
+    assert got["i2t_meanr"] == got["i2t_medr"] == 1 + 5 * (n - 1)
+    assert got["t2i_meanr"] == got["t2i_medr"] == n
+    assert got["rsum"] == 100.0  # only t2i R@20
+    assert got["t2i_r20"] == 100.0 and got["t2i_r19"] == 0.0 and got["i2t_r20"] == 0.0
+
+
+@pytest.mark.parametrize("d", [64, 512, 1024])
+def test_recall_duplicated_images_tie(d: int) -> None:
+    # Every image twice: each caption ties with its image's twin, so no
+    # caption finds its image first (t2i rank 2 exactly: the noise keeps all
+    # other images well below).
+    rng = np.random.default_rng(d)
+    img = np.repeat(unit(rng, 30, d), 2, axis=0).astype(np.float32)
+    txt = (img + 0.3 / np.sqrt(d) * rng.standard_normal(img.shape)).astype(np.float32)
+    got = retrieval_recall(img, txt, np.arange(60))
+    assert got["t2i_r1"] == 0.0 and got["t2i_meanr"] == 2.0 and got["t2i_r5"] == 100.0
+    assert_metrics_close(got, naive_recall(img, txt, np.arange(60), canonical=True))
+
+
+def test_recall_resolves_near_ties_exactly() -> None:
+    # Wrong images whose score differs from the correct one by 1e-12 either
+    # way: far inside float32 rounding, so only the exact float64 recheck
+    # orders them. Caption j's image is 2j; image 2j + 1 scores 1e-12 above
+    # (j even) or below (j odd) it; the odd images get one random caption each.
+    rng = np.random.default_rng(3)
+    d, n = 512, 40
+    img = np.empty((2 * n, d))
+    img[0::2] = unit(rng, n, d)
+    txt = np.vstack([img[0::2] + 0.3 / np.sqrt(d) * rng.standard_normal((n, d)), unit(rng, n, d)])
+    for j in range(n):
+        img[2 * j + 1] = img[2 * j] + (1e-12 if j % 2 == 0 else -1e-12) * txt[j] / (txt[j] @ txt[j])
+    t2i = np.concatenate([2 * np.arange(n), 2 * np.arange(n) + 1])
+    _, ranks = naive_ranks(img, txt, t2i)
+    assert ranks[:n] == [2, 1] * (n // 2)  # the construction works in float64
+    for dtype in (np.float64, np.float32):
+        x = img.astype(dtype)
+        assert_metrics_close(retrieval_recall(x, txt.astype(dtype), t2i), naive_recall(x, txt.astype(dtype), t2i))
+
+
+@functools.cache
+def sliced_case() -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
+    rng = np.random.default_rng(12)
+    img = unit(rng, 60, 1024).astype(np.float32)
+    t2i = rng.permutation(np.concatenate([np.arange(60), rng.integers(0, 60, 140)]))
+    txt = unit(rng, len(t2i), 1024).astype(np.float32)
+    txt[:20] = img[t2i[:20]]  # a few perfect captions: exact duplicates of their images
+    return img, txt, t2i, naive_recall(img, txt, t2i, canonical=True)
+
+
+@pytest.mark.parametrize("chunk_size", [3, 97, 256, 300, 1000])
+def test_recall_sliced_products_match_naive_reference(chunk_size: int) -> None:
+    # d = 1024 takes the four-slice float32 path; most true scores sit inside
+    # the bulk of the wrong ones, so many entries fall near the bounds.
+    img, txt, t2i, expected = sliced_case()
+    assert_metrics_close(retrieval_recall(img, txt, t2i, chunk_size=chunk_size), expected)
+
+
+def test_recall_tie_heavy_at_large_dimension_matches_naive_reference() -> None:
+    # Few distinct rows: whole blocks within the bound, rechecked once per
+    # distinct (image, caption) content.
+    rng = np.random.default_rng(13)
+    base = unit(rng, 3, 512)
+    img = base[rng.integers(0, 3, 70)].astype(np.float32)
+    t2i = rng.permutation(np.concatenate([np.arange(70), rng.integers(0, 70, 200)]))
+    txt = base[rng.integers(0, 3, len(t2i))].astype(np.float32)
+    expected = naive_recall(img, txt, t2i, canonical=True)
+    for chunk_size in (64, 1000):
+        assert_metrics_close(retrieval_recall(img, txt, t2i, chunk_size=chunk_size), expected)
+
+
+def test_recall_dedup_path_matches_direct_rechecks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import visem.metrics as m
+
+    rng = np.random.default_rng(14)
+    base = unit(rng, 4, 256)
+    img = base[rng.integers(0, 4, 40)]
+    t2i = np.concatenate([np.arange(40), rng.integers(0, 40, 60)])
+    txt = base[rng.integers(0, 4, 100)]
+    direct = retrieval_recall(img, txt, t2i)
+    monkeypatch.setattr(m, "_DEDUP_PAIRS", 10)
+    assert retrieval_recall(img, txt, t2i) == direct
+    assert_metrics_close(direct, naive_recall(img, txt, t2i, canonical=True))
+
+
+def test_recall_float64_fallback_matches_float32_path() -> None:
+    # TF32 / bfloat16 matmul settings, and norms float32 cannot hold, send the
+    # scoring to float64; the ranks must not change.
+    img, txt, t2i = paired_data(seed=15, n_img=40, per_img=3, d=300)
+    expected = retrieval_recall(img, txt, t2i)
+    previous = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("high")
+        assert retrieval_recall(img, txt, t2i) == expected
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    assert retrieval_recall(img * 1e35, txt * 1e-30, t2i) == expected  # scaling keeps every order
+
+
+def test_exact_scores_do_not_depend_on_the_batch() -> None:
+    from visem.metrics import _ExactScorer
+
+    rng = np.random.default_rng(16)
+    for d in (3, 100, 1024):
+        x = torch.as_tensor(unit(rng, 50, d), dtype=torch.float32)
+        y = torch.as_tensor(unit(rng, 70, d), dtype=torch.float32)
+        x[7] = x[3]
+        y[11] = y[5]
+        for pairwise in (False, True):
+            scorer = _ExactScorer(x, y)
+            scorer.pairwise = pairwise
+            scorer.width = 1 << max(0, (d - 1).bit_length()) if pairwise else d
+            rows, cols = torch.randint(0, 50, (300,)), torch.randint(0, 70, (300,))
+            rows[:2], cols[:2] = torch.tensor([3, 7]), torch.tensor([5, 11])
+            together = scorer(rows, cols)
+            alone = torch.cat([scorer(rows[i : i + 1], cols[i : i + 1]) for i in range(300)])
+            assert torch.equal(together, alone)
+            assert together[0] == together[1]  # identical vectors, identical bits
+            reference = (x[rows].double() * y[cols].double()).sum(dim=1)
+            assert torch.allclose(together, reference, rtol=0, atol=1e-14)
 
 
 def test_recall_matches_torchmetrics_hit_rate() -> None:
@@ -277,8 +431,10 @@ def pessimistic_order(scores: np.ndarray, rel: np.ndarray) -> list[int]:
     return sorted(range(len(scores)), key=lambda j: (-scores[j], bool(rel[j])))
 
 
-def naive_map(q: np.ndarray, g: np.ndarray, ql: np.ndarray, gl: np.ndarray, k: int | None = None) -> float:
-    s, rel = q @ g.T, naive_relevance(ql, gl)
+def naive_map(
+    q: np.ndarray, g: np.ndarray, ql: np.ndarray, gl: np.ndarray, k: int | None = None, canonical: bool = False
+) -> float:
+    s, rel = canonical_scores(q, g) if canonical else q @ g.T, naive_relevance(ql, gl)
     res = []
     for i in range(len(q)):
         order = pessimistic_order(s[i], rel[i])
@@ -293,8 +449,10 @@ def naive_map(q: np.ndarray, g: np.ndarray, ql: np.ndarray, gl: np.ndarray, k: i
     return float(np.mean(res))
 
 
-def naive_precision(q: np.ndarray, g: np.ndarray, ql: np.ndarray, gl: np.ndarray, k: int) -> float:
-    s, rel = q @ g.T, naive_relevance(ql, gl)
+def naive_precision(
+    q: np.ndarray, g: np.ndarray, ql: np.ndarray, gl: np.ndarray, k: int, canonical: bool = False
+) -> float:
+    s, rel = canonical_scores(q, g) if canonical else q @ g.T, naive_relevance(ql, gl)
     return float(np.mean([sum(rel[i, j] for j in pessimistic_order(s[i], rel[i])[:k]) / k for i in range(len(q))]))
 
 
@@ -398,6 +556,98 @@ def test_map_and_precision_tie_heavy_match_naive_loops() -> None:
     # in pessimistic order is (3: rel, 2: irrel, 2: rel) -> P@3 = 2/3.
     g1 = np.array([[3.0], [2.0], [2.0], [2.0], [1.0]])
     assert precision_at_k(np.ones((1, 1)), g1, [1], [1, 1, 0, 1, 1], k=3) == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("d", [64, 128, 512, 1024])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_map_and_precision_constant_embeddings_rank_relevant_last(d: int, dtype: type) -> None:
+    # Everything at one point: all 50 gallery items tie and the 10 relevant
+    # ones go after the 40 irrelevant ones (ranks 41-50), whatever the
+    # rounding of the score.
+    v = unit(np.random.default_rng(d), 1, d)[0]
+    q, g = np.tile(v, (3, 1)).astype(dtype), np.tile(v, (50, 1)).astype(dtype)
+    ql, gl = np.zeros(3, dtype=np.int64), np.repeat([0, 1], [10, 40])
+    assert mean_average_precision(q, g, ql, gl) == pytest.approx(np.mean([n / (40 + n) for n in range(1, 11)]))
+    assert mean_average_precision(q, g, ql, gl, k=45) == pytest.approx(np.mean([n / (40 + n) for n in range(1, 6)]))
+    assert mean_average_precision(q, g, ql, gl, k=20) == 0.0
+    assert precision_at_k(q, g, ql, gl, k=10) == 0.0
+    assert precision_at_k(q, g, ql, gl, k=45) == pytest.approx(5 / 45)
+
+
+@pytest.mark.parametrize("d", [64, 512, 1024])
+def test_map_and_precision_duplicated_gallery_items_tie(d: int) -> None:
+    # Each relevant item has an identical twin with another label: the twin
+    # ties with it and goes first.
+    rng = np.random.default_rng(d)
+    base = unit(rng, 30, d)
+    g = np.vstack([base, base[:10]]).astype(np.float32)
+    gl = np.concatenate([rng.integers(0, 3, 30), np.full(10, 7)])
+    q = (base[rng.integers(0, 30, 12)] + 0.5 / np.sqrt(d) * rng.standard_normal((12, d))).astype(np.float32)
+    ql = rng.integers(0, 3, 12)
+    gl[:3] = [0, 1, 2]
+    for k in (None, 5, 30):
+        expected = naive_map(q, g, ql, gl, k=k, canonical=True)
+        assert mean_average_precision(q, g, ql, gl, k=k, chunk_size=5) == pytest.approx(expected, rel=1e-12)
+    for k in (1, 5, 40):
+        expected = naive_precision(q, g, ql, gl, k, canonical=True)
+        assert precision_at_k(q, g, ql, gl, k=k, chunk_size=5) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 7, 1000])
+def test_map_and_precision_tie_heavy_chunks_match_naive_loops(chunk_size: int) -> None:
+    # Few distinct gallery rows at d = 512: ties at every top-k boundary
+    # (items at the k-th score beyond topk's answer), for the topk path
+    # (k <= half the gallery) and the sorted-relevant path (the rest).
+    rng = np.random.default_rng(17)
+    base = unit(rng, 5, 512)
+    g = base[rng.integers(0, 5, 60)]
+    q = base[rng.integers(0, 5, 11)] + 0.01 * rng.standard_normal((11, 512))
+    ql, gl = rng.integers(0, 4, 11), rng.integers(0, 4, 60)
+    gl[:4] = np.arange(4)
+    for k in (None, 1, 9, 30, 31, 59):
+        expected = naive_map(q, g, ql, gl, k=k, canonical=True)
+        assert mean_average_precision(q, g, ql, gl, k=k, chunk_size=chunk_size) == pytest.approx(expected, rel=1e-12)
+    for k in (1, 9, 13, 30, 60):
+        expected = naive_precision(q, g, ql, gl, k, canonical=True)
+        assert precision_at_k(q, g, ql, gl, k=k, chunk_size=chunk_size) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("search_max", [0, 10**9])
+def test_map_sorted_and_binary_search_paths_agree(monkeypatch: pytest.MonkeyPatch, search_max: int) -> None:
+    # Full MAP places irrelevant items by binary search among the sorted
+    # relevant ones, or (many relevant items) sorts each partitioned row;
+    # both must give the naive pessimistic MAP, ties included.
+    import visem.metrics as m
+
+    monkeypatch.setattr(m, "_SEARCH_MAX_RELEVANT", search_max)
+    rng = np.random.default_rng(19)
+    base = unit(rng, 6, 64)
+    g = np.vstack([base[rng.integers(0, 6, 40)], unit(rng, 30, 64)])
+    q = base[rng.integers(0, 6, 9)]
+    ql = rng.integers(0, 3, 9)
+    gl = rng.integers(0, 3, 70)
+    gl[:3] = np.arange(3)
+    for k in (None, 50):
+        expected = naive_map(q, g, ql, gl, k=k, canonical=True)
+        assert mean_average_precision(q, g, ql, gl, k=k, chunk_size=4) == pytest.approx(expected, rel=1e-12)
+    mh_q = (rng.random((9, 5)) < 0.5).astype(np.int64)
+    mh_g = (rng.random((70, 5)) < 0.5).astype(np.int64)
+    mh_q[:, 0], mh_g[:5, 0] = 1, 1
+    expected = naive_map(q, g, mh_q, mh_g, canonical=True)
+    assert mean_average_precision(q, g, mh_q, mh_g, chunk_size=4) == pytest.approx(expected, rel=1e-12)
+
+
+def test_precision_matches_torchmetrics() -> None:
+    # Optional oracle on continuous scores (no ties), shifted positive for
+    # torchmetrics >= 1.7.4, which treats scores <= 0 as not retrieved.
+    tm = pytest.importorskip("torchmetrics.retrieval")
+    q, g, ql, gl = label_data(seed=18, nq=23, ng=70)
+    s = torch.as_tensor(q @ g.T) + 100.0
+    rel = torch.as_tensor(ql)[:, None] == torch.as_tensor(gl)[None, :]
+    index = torch.arange(len(q)).repeat_interleave(len(g))
+    for k in (1, 5, 20):
+        expected = tm.RetrievalPrecision(top_k=k)(s.flatten(), rel.flatten(), indexes=index)
+        assert precision_at_k(q, g, ql, gl, k=k) == pytest.approx(float(expected), abs=1e-6)  # float32 mean
 
 
 def test_map_empty_queries() -> None:

@@ -116,14 +116,35 @@ def test_zsl_fashion_mnist_quick(tmp_path):
     _skip_without_data("fashion-mnist")
     res = reproduce("zsl-fashion-mnist", tmp_path, quick=True)
     assert (tmp_path / "results.json").exists()
-    ids = {(r["model"], r["setting"]) for r in res["rows"]}
-    assert ids == {(m, s) for m, s, *_ in _ZSL_RUNS}
+    ids = [(r["model"], r["setting"]) for r in res["rows"]]
+    assert ids == [(m, s) for m, s, *_ in _ZSL_RUNS] + [("random", "floor")]
     for r in res["rows"]:
-        assert r["features"] == "pixels"
+        assert r["features"] == "pixels" and r["n_runs"] == 1
         for key in ("unseen_accuracy", "gzsl_seen", "gzsl_unseen", "gzsl_h", "retrieval_map"):
             assert 0.0 <= r[key] <= 100.0 and f"{key}_std" in r
+    cfg = res["config"]
+    assert cfg["quick"] and cfg["settings"]["train"]["steps"] == 40  # the budget is recorded
+    assert [sorted(sp["seen"] + sp["unseen"]) for sp in cfg["splits"]] == [list(range(10))]
+    assert len(cfg["splits"][0]["unseen"]) == 3
+    assert set(cfg["term_shares"]) == {f"pixels/{m}/{s}" for m, s, *_ in _ZSL_RUNS if m not in ("eszsl", "sae")}
     assert "eszsl" in format_table(res)
     assert get_experiment("zsl-mnist").description
+
+
+def test_zsl_settings_are_overridable_and_checked(tmp_path):
+    _skip_without_data("fashion-mnist")
+    from visem.config import ConfigError
+
+    with pytest.raises(ConfigError, match="no setting 'train.stepz'"):
+        reproduce("zsl-fashion-mnist", tmp_path, quick=True, overrides={"train": {"stepz": 3}})
+    res = reproduce("zsl-fashion-mnist", tmp_path, quick=True,
+                    overrides={"train": {"steps": 3}, "shares": False, "grids": {"sae": {"lam": [1.0]}},
+                               "models": {"revise": {"mmd_weight": 2.5}}})
+    assert res["config"]["settings"]["train"]["steps"] == 3 and res["config"]["overrides"]["train"]["steps"] == 3
+    revise_runs = [r for r in res["config"]["runs"] if r["model"] == "revise"]
+    assert revise_runs and all(r["params"]["mmd_weight"] == 2.5 for r in revise_runs)
+    assert res["config"]["term_shares"] == {}
+    assert {v["lam"] for k, v in res["config"]["closed_form_chosen_on_validation"].items() if "/sae/" in k} == {1.0}
 
 
 @pytest.mark.slow  # loads and pools the 1,906 emoji images' pixels: about a minute on 2 busy cores
@@ -161,7 +182,68 @@ def test_run_xian_on_a_file_in_the_published_layout(tmp_path, data):
         "allclasses_names": np.array([[f"c{i}"] for i in range(10)], dtype=object),
     })
     res = run_xian(folder, quick=True, steps=5)
-    assert {(r["model"], r["setting"]) for r in res["rows"]} == {(m, s) for m, s, _, _, k in _ZSL_RUNS if not k}
+    assert [(r["model"], r["setting"]) for r in res["rows"]] == [(m, s) for m, s, _, _, k in _ZSL_RUNS if not k] + [
+        ("random", "floor")]
+    assert res["config"]["settings"]["train"]["steps"] == 5
+    assert res["config"]["splits"][0]["unseen"] == [2, 5, 8]
     assert all(r["dataset"] == "TOY" for r in res["rows"])
     # the closed forms need no training: on this linear problem they are far above chance (33%)
     assert next(r for r in res["rows"] if r["model"] == "sae")["unseen_accuracy"] > 80.0
+
+
+def test_unseen_class_count_never_rounds_to_nothing():
+    from visem.experiments.zscmr import choose_unseen, n_unseen
+
+    assert n_unseen(10, 0.5) == 5 and n_unseen(3, 0.1) == 1 and n_unseen(2, 0.9) == 1
+    with pytest.raises(ValueError, match="unseen_fraction"):
+        n_unseen(10, 0.0)
+    seen, unseen = choose_unseen(np.arange(8), seed=0, unseen_fraction=0.25)
+    assert len(unseen) == 2 and not set(seen) & set(unseen) and set(seen) | set(unseen) == set(range(8))
+    seen, unseen = choose_unseen(np.arange(8), seed=0, unseen_classes=[7, 2])
+    assert unseen.tolist() == [2, 7]
+    with pytest.raises(ValueError, match="at least one seen"):
+        choose_unseen(np.arange(3), seed=0, unseen_classes=[0, 1, 2])
+
+
+def test_cap_class_share_balances_the_gallery():
+    from visem.experiments.zscmr import cap_class_share
+
+    small = [20 + i for i in range(20)]  # 20 classes of 20..39 items, and one of 259 (country-flag)
+    labels = np.concatenate([np.zeros(259, int)] + [np.full(n, c + 1) for c, n in enumerate(small)])
+    keep = cap_class_share(labels, 0.15, seed=0)
+    _, counts = np.unique(labels[keep], return_counts=True)
+    assert counts.max() / counts.sum() <= 0.15 + 1e-12
+    assert counts.tolist()[1:] == small and counts[0] == int(0.15 * sum(small) / 0.85)  # only the big class shrinks
+    # with few classes, capping one can push another over: every class ends under the cap
+    few = np.array([0] * 259 + [1] * 20 + [2] * 30 + [3] * 25 + [4] * 40 + [5] * 10 + [6] * 35 + [7] * 15)
+    _, c2 = np.unique(few[cap_class_share(few, 0.15, seed=0)], return_counts=True)
+    assert c2.max() / c2.sum() <= 0.15 + 1e-12 and c2[1] == 20 and c2[5] == 10
+    assert np.array_equal(keep, cap_class_share(labels, 0.15, seed=0))  # seeded
+    assert len(cap_class_share(labels[259:], 0.5, seed=0)) == len(labels) - 259  # nothing over the cap: all kept
+    with pytest.raises(ValueError, match="cannot hold"):
+        cap_class_share(few, 0.1, seed=0)  # 8 classes cannot each hold under 1/8
+
+
+def test_grids_cover_the_papers_range_and_edges_are_flagged():
+    from visem.experiments.zsl import _GRID_AXES, grid_edges, param_grid, warn_grid_edges
+
+    for axes in _GRID_AXES.values():
+        for values in axes.values():
+            assert min(values) == pytest.approx(1e-3) and max(values) == pytest.approx(1e3)
+    grid = param_grid({"gamma": [0.1, 1.0], "lam": [1.0, 10.0, 100.0]})
+    assert len(grid) == 6 and grid[0] == {"gamma": 0.1, "lam": 1.0} and grid[-1] == {"gamma": 1.0, "lam": 100.0}
+    axes = {"gamma": [0.1, 1.0, 10.0], "lam": [1.0, 10.0, 100.0], "fixed": [3.0]}
+    assert grid_edges(axes, {"gamma": 1.0, "lam": 10.0, "fixed": 3.0}) == []
+    assert grid_edges(axes, {"gamma": 0.1, "lam": 100.0, "fixed": 3.0}) == [
+        "gamma=0.1 (lowest of 0.1..10)", "lam=100 (highest of 1..100)"]
+    with pytest.warns(UserWarning, match=r"eszsl chose gamma=0\.1 .*--set grids\.eszsl"):
+        warn_grid_edges("here", "eszsl", ["gamma=0.1 (lowest of 0.1..10)"])
+
+
+def test_random_floor_is_chance(data):
+    from visem.experiments.zsl import RandomScorer
+
+    sp = make_zsl_split(data["image"], data["label"], data["class_emb"], [2, 5, 7], seed=0)
+    accs = [zsl_metrics(RandomScorer(seed), sp)["unseen_accuracy"] for seed in range(40)]
+    assert np.mean(accs) == pytest.approx(100 / 3, abs=3.0)  # 3 unseen classes
+    assert zsl_metrics(RandomScorer(0), sp) == zsl_metrics(RandomScorer(0), sp)  # seeded

@@ -52,7 +52,7 @@ def _mmd(x, y, sigmas):
 def test_lcale_loss_terms_by_hand():
     torch.manual_seed(0)
     cfg = {"latent_dim": 3, "hidden": [7], "reg_hidden": [5], "alpha": 0.9, "beta": 0.3, "lam": 0.2, "gamma": 0.05,
-           "mmd_sigmas": [1.5]}
+           "mmd_sigmas": [1.5], "mmd_bandwidth": "fixed", "reduction": "sum"}
     model = build_model("lcale", cfg, dims=DIMS).double().eval()  # eval: z = mu, deterministic
     b = _batch()
     terms = model.loss(b)
@@ -72,6 +72,19 @@ def test_lcale_loss_terms_by_hand():
         assert terms[key].item() == pytest.approx(want, rel=1e-9), key
     total = vae + 0.9 * cr + 0.3 * ca1 + 0.2 * ca2 + 0.05 * cyc
     assert terms["loss"].item() == pytest.approx(total, rel=1e-9)
+    # the default reading: squared errors and KL averaged over their dimensions, MMD at the median bandwidth
+    mean = build_model("lcale", {**cfg, "reduction": "mean", "mmd_bandwidth": "median"}, dims=DIMS).double().eval()
+    mean.load_state_dict(model.state_dict())
+    mt = mean.loss(b)
+    sq_m = lambda a, b_: ((a - b_) ** 2).mean(-1).mean()  # noqa: E731
+    vae_m = sum(sq_m(xs[m], dec(m, st[m][0])) + _kl(*st[m]).mean() / 3 for m in xs)
+    z = np.concatenate([st["v"][0], st["t"][0]])
+    d2 = ((z[:, None] - z[None]) ** 2).sum(-1)
+    off = np.sort(d2[~np.eye(len(z), dtype=bool)])
+    sigma = np.sqrt(off[(len(off) - 1) // 2] / 2)  # Gretton's median heuristic (the lower median)
+    assert mt["vae"].item() == pytest.approx(vae_m, rel=1e-9)
+    assert mt["ca1"].item() == pytest.approx(ca1, rel=1e-9)  # a distance: not reduced over dimensions
+    assert mt["ca2"].item() == pytest.approx(_mmd(st["v"][0], st["t"][0], [1.5 * sigma]), rel=1e-9)
 
 
 @pytest.mark.parametrize("switch,term", [("use_cr", "cr"), ("use_ca1", "ca1"), ("use_ca2", "ca2"), ("use_cyc", "cyc")])
@@ -90,7 +103,7 @@ def test_lcale_ablation_switch_removes_its_term(switch, term):
 def test_lcale_train_step_is_algorithm_1():
     """Encoders step on grad(Eq. 9); decoders on grad(Eq. 9) after that; regressors on grad(gamma L_CYC)."""
     torch.manual_seed(0)
-    model = build_model("lcale", {"latent_dim": 3}, dims=DIMS).double().eval()
+    model = build_model("lcale", {"latent_dim": 3, "reduction": "sum"}, dims=DIMS).double().eval()
     ref = copy.deepcopy(model)
     b = _batch()
     lr = 1e-3
@@ -202,7 +215,8 @@ def cmr_split():
 def test_models_beat_chance_on_unseen_class_retrieval(cmr_split, name, params, lr):
     train = TrainConfig(steps=200, batch_size=64, lr=lr, seed=0, log_every=100, checkpoint_every=10**9,
                         progress=False)
-    model = train_cmr(name, params, cmr_split, train)
+    model, shares = train_cmr(name, params, cmr_split, train)
     m = cmr_metrics(model, cmr_split)
+    assert set(shares) == {"start", "end"} and sum(shares["end"].values()) == pytest.approx(1.0)
     # 5 unseen classes of equal size: a random ranking has MAP about 0.2
     assert m["avg_map"] > 0.45, m

@@ -29,19 +29,23 @@ number of steps and is evaluated once.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from visem.config import merge
 from visem.data.paths import DataError
 from visem.experiments import register_experiment
-from visem.experiments.retrieval import Budget, Corpus, EvalProtocol, SPARSE_MODELS, SPARSE_SETTINGS, sparse_grid
-from visem.experiments.zscmr import _CMR_RUNS, _SEED004, CMRSplit, make_cmr_split, run_cmr_models, standardize_cmr
-from visem.experiments.zsl import (_GRIDS, _ZSL_PARAMS, _ZSL_RUNS, ZSLSplit, select_params, standardize_zsl,
-                                  train_zsl, validation_split, zsl_metrics)
+from visem.experiments.retrieval import Budget, Corpus
+from visem.experiments.sparse import SPARSE_MODELS, EvalProtocol, sparse_grid
+from visem.experiments.zscmr import (CMR_DEFAULTS, CMR_QUICK, _SEED004, CMRSplit, make_cmr_split, run_cmr_models,
+                                    runs_from_settings, split_summary, standardize_cmr)
+from visem.experiments.zsl import (_GRID_AXES, _ZSL_RUNS, ZSLSplit, model_settings, run_zsl_models, standardize_zsl,
+                                  validation_split, warn_grid_edges)
 from visem.train.trainer import TrainConfig
 
 XIAN_LAYOUT = ("a Xian et al. data set folder (AwA2, CUB, SUN, ...) holding res101.mat ('features' D x N, 'labels') "
@@ -69,8 +73,15 @@ def xian_validation_classes(d: Any) -> tuple[np.ndarray | None, str]:
     return va, "val_loc classes of att_splits.mat (Xian et al.'s proposed split)"
 
 
+def xian_defaults(quick: bool) -> dict[str, Any]:
+    """Built-in settings of ``zsl-xian`` (each settable with ``--set``)."""
+    models = model_settings(quick)
+    return {"train": {"steps": 40 if quick else 3000, "batch_size": 128, "lr": 1e-3}, "models": models,
+            "grids": copy.deepcopy(_GRID_AXES), "validation_fraction": 0.2}
+
+
 def run_xian(path: Any, quick: bool = False, seed: int = 0, steps: int | None = None,
-             name: str | None = None) -> dict[str, Any]:
+             name: str | None = None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The zero-shot models on a Xian-format benchmark (AwA2, CUB, SUN...: ``res101.mat`` + ``att_splits.mat``).
 
     ``path`` is what :func:`visem.data.load` accepts for the ``xian`` format.
@@ -79,53 +90,57 @@ def run_xian(path: Any, quick: bool = False, seed: int = 0, steps: int | None = 
     ``trainval`` statistics; class side information = ``att`` as released.
     The closed-form regularisers are chosen on a validation split inside the
     seen classes: the file's ``val`` classes when ``train_loc`` / ``val_loc``
-    are class-disjoint (the proposed split), else a seeded 20% of the seen
-    classes; the test images are never looked at. The neural models' settings
-    are fixed in advance (``_ZSL_PARAMS``). ReViSE runs inductive and
-    transductive (unlabelled ``test_unseen`` images, with and without the
-    adaptation step); few-shot rows are not run. ``steps`` overrides the
-    training steps (full run 3000, quick 40).
+    are class-disjoint (the proposed split), else a seeded
+    ``validation_fraction`` of the seen classes; the test images are never
+    looked at; a value chosen on the edge of its grid is warned about and
+    recorded. The neural models' settings are fixed in advance
+    (``models``). ReViSE runs inductive and transductive (unlabelled
+    ``test_unseen`` images, with and without the adaptation step); few-shot
+    rows are not run. ``steps`` is a shortcut for ``--set train.steps=N``
+    (full run 3000, quick 40). A random-floor row (``random`` / ``floor``)
+    closes the table.
     """
     from visem.data import load
+    from visem.experiments import settings as resolve_settings
 
+    s = resolve_settings(xian_defaults(quick), merge({"train": {"steps": steps}} if steps is not None else {},
+                                                     dict(overrides or {})), "zsl-xian")
     d = load("xian", path=path)
     ds = name or d.name
     x = torch.from_numpy(np.asarray(d.features, dtype=np.float32))
     y = torch.from_numpy(np.asarray(d.labels, dtype=np.int64))
-    s = torch.from_numpy(np.asarray(d.attributes, dtype=np.float32))
+    att = torch.from_numpy(np.asarray(d.attributes, dtype=np.float32))
     tr, ts, tu = (torch.from_numpy(d.splits[k]) for k in ("trainval", "test_seen", "test_unseen"))
-    split = standardize_zsl(ZSLSplit(x[tr], y[tr], x[ts], y[ts], x[tu], y[tu], s,
+    split = standardize_zsl(ZSLSplit(x[tr], y[tr], x[ts], y[ts], x[tu], y[tu], att,
                                      torch.from_numpy(np.asarray(d.seen_classes, dtype=np.int64)),
                                      torch.from_numpy(np.asarray(d.unseen_classes, dtype=np.int64))))
-    n_steps = steps if steps is not None else (40 if quick else 3000)
-    tc = TrainConfig(steps=n_steps, batch_size=128, lr=1e-3, seed=seed, log_every=10**9,
-                     checkpoint_every=10**9, progress=False)
+    t = s["train"]
+    tc = TrainConfig(steps=int(t["steps"]), batch_size=int(t["batch_size"]), lr=float(t["lr"]), seed=seed,
+                     log_every=10**9, checkpoint_every=10**9, progress=False)
     val_classes, val_source = xian_validation_classes(d)
-    n_val = len(val_classes) if val_classes is not None else max(1, int(round(0.2 * len(split.seen))))
+    n_val = len(val_classes) if val_classes is not None else max(1, int(round(float(s["validation_fraction"])
+                                                                             * len(split.seen))))
     if val_classes is None:
-        val_source = f"a seeded 20% of the seen classes ({val_source})"
+        val_source = f"a seeded {float(s['validation_fraction']):.0%} of the seen classes ({val_source})"
     val = validation_split(split, n_val, seed=seed, val_classes=val_classes)
-    rows, chosen = [], {}
-    for model, setting, extra, transductive, shots in _ZSL_RUNS:
-        if shots:
-            continue
-        if model in _GRIDS:
-            params = select_params(model, _GRIDS[model], split, replace(tc, steps=0), n_val, seed, val=val)
-            chosen[model] = params
-            m = train_zsl(model, params, split, replace(tc, steps=0))
-        else:
-            params = {**_ZSL_PARAMS.get(model, {}), **extra}
-            if quick and model == "cada-vae":
-                params["cls_epochs"] = 2
-            m = train_zsl(model, params, split, tc, transductive=transductive)
-        rows.append({"model": model, "setting": setting, "dataset": ds, **zsl_metrics(m, split)})
-    config = {"path": str(path), "dataset": ds, "n_classes": int(s.shape[0]), "n_seen": int(len(split.seen)),
-              "n_unseen": int(len(split.unseen)), "n_trainval": int(len(tr)), "n_test_seen": int(len(ts)),
-              "n_test_unseen": int(len(tu)), "feature_dim": int(x.shape[1]), "class_dim": int(s.shape[1]),
+    runs = [r for r in _ZSL_RUNS if not r[4]]
+    res = run_zsl_models(split, tc, s["models"], s["grids"], n_val, seed=seed, runs=runs, val=val)
+    rows = [{"model": m, "setting": st, "dataset": ds, **metrics} for m, st, metrics in res["metrics"]]
+    chosen = {k.split("/")[0]: v for k, v in res["chosen"].items()}
+    edges = {k.split("/")[0]: v for k, v in res["edges"].items() if v}
+    for model, e in edges.items():
+        warn_grid_edges(f"zsl-xian {ds}", model, e)
+    names = list(d.class_names)
+    config = {"path": str(path), "dataset": ds, "settings": s, "n_classes": int(att.shape[0]),
+              "n_seen": int(len(split.seen)), "n_unseen": int(len(split.unseen)),
+              "splits": [{"split": "proposed", "seen": split.seen.tolist(), "unseen": split.unseen.tolist(),
+                          "validation_unseen": val.unseen.tolist()}],
+              "class_names": names, "n_trainval": int(len(tr)), "n_test_seen": int(len(ts)),
+              "n_test_unseen": int(len(tu)), "feature_dim": int(x.shape[1]), "class_dim": int(att.shape[1]),
               "class_embedding": "att of att_splits.mat", "validation": val_source, "n_validation_classes": n_val,
-              "train_steps": n_steps, "batch_size": tc.batch_size, "lr": tc.lr, "neural_params": _ZSL_PARAMS,
-              "closed_form_grids": _GRIDS, "closed_form_chosen_on_validation": chosen, "few_shot": "not run",
-              "quick": quick, "seed": seed}
+              "closed_form_chosen_on_validation": chosen, "closed_form_on_grid_edge": edges,
+              "floor": "random / floor: uniformly random predictions and a random ranking",
+              "few_shot": "not run", "quick": quick, "seed": seed}
     return {"experiment": "zsl-xian", "config": config, "rows": rows, "paper": []}
 
 
@@ -135,10 +150,9 @@ def run_xian(path: Any, quick: bool = False, seed: int = 0, steps: int | None = 
                      paper="seed 000 (ReViSE) protocol on Xian et al.'s proposed split",
                      data="required", data_layout=XIAN_LAYOUT)
 def run_zsl_xian(out_dir: Path, quick: bool = False, seed: int = 0, progress: bool = False,
-                 data: Path | None = None, steps: int | None = None) -> dict[str, Any]:
-    res = run_xian(data, quick=quick, seed=seed, steps=steps)
-    res["config"]["budget"] = "3000 steps, batch 128, Adam 1e-3 per neural model (quick: 40)"
-    return res
+                 data: Path | None = None, steps: int | None = None,
+                 overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    return run_xian(data, quick=quick, seed=seed, steps=steps, overrides=overrides)
 
 
 # --------------------------------------------------------------------------
@@ -233,16 +247,22 @@ def cmr_class_embedding(names: list[str] | None) -> tuple[np.ndarray | None, str
     return pv.vectors.astype(np.float32), "glove-6b-50d class names"
 
 
-def cmr_mat_split(data: dict[str, Any], seed: int = 0, unseen_fraction: float = 0.25,
-                  class_emb: np.ndarray | None = None) -> tuple[CMRSplit, str]:
+def cmr_mat_split(data: dict[str, Any], seed: int = 0, unseen_fraction: float = 0.5,
+                  class_emb: np.ndarray | None = None,
+                  unseen_classes: Sequence[int] | None = None) -> tuple[CMRSplit, str]:
     """The zero-shot split of :func:`load_cmr_mat`'s pairs; returns ``(split, how)``.
 
-    * The file defines it when its ``train`` and ``test`` label sets are
+    * ``unseen_classes`` given: those classes are unseen, every split's pairs
+      pooled (training = every pair of a seen class, test = every pair of an
+      unseen class).
+    * Else the file defines it when its ``train`` and ``test`` label sets are
       disjoint: seen = the training classes (their ``train`` / ``val`` pairs),
       unseen = the test classes (their ``test`` pairs).
     * Otherwise every split's pairs are pooled and a seeded ``unseen_fraction``
-      of the classes is unseen (:func:`make_cmr_split`): training = every pair
-      of a seen class, test = every pair of an unseen class.
+      of the classes is unseen (:func:`make_cmr_split`; the count is clipped to
+      ``[1, n - 1]``, never rounded to zero). Seed 004 Table 1 holds out half
+      of the classes on every data set (Wikipedia 5/5, Pascal Sentences 10/10,
+      NUS-WIDE 5/5, XMediaNet 100/100), the default.
 
     Features are z-scored with the training pairs' statistics. Class embedding:
     ``class_emb`` (C, K) when given (GloVe of the class names), else the
@@ -254,7 +274,7 @@ def cmr_mat_split(data: dict[str, Any], seed: int = 0, unseen_fraction: float = 
     n_cls = data["n_classes"]
     placeholder = np.zeros((n_cls, 1), dtype=np.float32)
     defined = "train" in sp and "test" in sp and not np.intersect1d(sp["train"][2], sp["test"][2]).size
-    if defined:
+    if defined and unseen_classes is None:
         tr = [sp[k] for k in ("train", "val") if k in sp]
         xi, xt, y = (np.concatenate([t[j] for t in tr]) for j in range(3))
         ti, tt, ty = sp["test"]
@@ -269,45 +289,50 @@ def cmr_mat_split(data: dict[str, Any], seed: int = 0, unseen_fraction: float = 
         xi, xt, y = (np.concatenate([t[j] for t in parts]) for j in range(3))
         if len(np.unique(y)) < 2:
             raise DataError(f"{data['name']}: one class only; a zero-shot split needs two or more")
-        split = make_cmr_split(xi, xt, y, placeholder, unseen_fraction=unseen_fraction, seed=seed)
-        how = f"seeded {unseen_fraction:.0%} of the classes unseen (pooled splits: {', '.join(sp)})"
+        try:
+            split = make_cmr_split(xi, xt, y, placeholder, unseen_fraction=unseen_fraction, seed=seed,
+                                   unseen_classes=unseen_classes)
+        except ValueError as exc:
+            raise DataError(f"{data['name']}: {exc}") from None
+        how = (f"unseen classes {sorted(int(c) for c in unseen_classes)} (given)" if unseen_classes is not None
+               else f"seeded {unseen_fraction:.0%} of the classes unseen (pooled splits: {', '.join(sp)})")
     split = standardize_cmr(split)
     emb = torch.from_numpy(class_emb) if class_emb is not None else _text_prototypes(split, n_cls)
     return replace(split, class_emb=emb.float()), how
+
+
+MAT_DEFAULTS: dict[str, Any] = {**CMR_DEFAULTS, "unseen_fraction": 0.5, "unseen_classes": None}
+MAT_DEFAULTS.pop("max_class_share")
 
 
 @register_experiment("zscmr-mat", description="zero-shot cross-modal retrieval on a cross-modal .mat file: "
                      "LCALE, its ablations, CADA-VAE, DCCA, DeViSE-style",
                      paper="seed 004 (LCALE) protocol", data="required", data_layout=MAT_LAYOUT)
 def run_zscmr_mat(out_dir: Path, quick: bool = False, seed: int = 0, progress: bool = False,
-                  data: Path | None = None, unseen_fraction: float = 0.25, steps: int | None = None,
-                  n_splits: int | None = None) -> dict[str, Any]:
+                  data: Path | None = None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``--set unseen_classes=[0,3,7]`` names the unseen classes, ``--set unseen_fraction=0.5`` draws them."""
+    from visem.config import merge
+    from visem.experiments import settings as resolve_settings
+
+    s = resolve_settings(merge(MAT_DEFAULTS, CMR_QUICK) if quick else MAT_DEFAULTS, overrides, "zscmr-mat")
     d = load_cmr_mat(data)
     class_emb, emb_how = cmr_class_embedding(d["class_names"])
     if class_emb is None:
         emb_how = f"mean training text feature of each seen class ({emb_how})"
-    n_steps = steps if steps is not None else (20 if quick else 600)
-    n_runs = n_splits if n_splits is not None else (1 if quick else 3)
-    hows: list[str] = []
-
-    def make(sd: int) -> CMRSplit:
-        split, how = cmr_mat_split(d, seed=sd, unseen_fraction=unseen_fraction, class_emb=class_emb)
-        hows.append(how)
-        return split
-
-    rows = run_cmr_models(make, d["name"], n_runs, n_steps, quick=quick, seed=seed)
-    first, _ = cmr_mat_split(d, seed=seed, unseen_fraction=unseen_fraction, class_emb=class_emb)
-    config = {"path": str(data), "dataset": d["name"], "split": hows[0],
+    made = [cmr_mat_split(d, seed=seed + i, unseen_fraction=float(s["unseen_fraction"]), class_emb=class_emb,
+                          unseen_classes=s["unseen_classes"]) for i in range(int(s["splits"]))]
+    splits, hows = [m[0] for m in made], [m[1] for m in made]
+    rows, extra = run_cmr_models(splits, d["name"], int(s["train"]["steps"]), int(s["train"]["batch_size"]), seed,
+                                 runs_from_settings(s), workers=s["workers"], progress=progress)
+    first = splits[0]
+    fixed = not hows[0].startswith("seeded")
+    config = {"path": str(data), "dataset": d["name"], "split": hows[0], "settings": s,
               "pairs": {k: int(len(v[2])) for k, v in d["splits"].items()},
               "dropped_multilabel_pairs": d["dropped_multilabel"], "n_classes": d["n_classes"],
-              "seen_classes_first_split": first.seen.tolist(), "unseen_classes_first_split": first.unseen.tolist(),
-              "n_train_pairs": int(len(first.train_label)), "n_test_pairs": int(len(first.test_image_label)),
               "image_dim": int(first.train_image.shape[1]), "text_dim": int(first.train_text.shape[1]),
-              "class_embedding": emb_how, "runs_per_model": n_runs,
-              "runs_vary": "split and training seed" if "seeded" in hows[0] else "training seed (split fixed by the file)",
-              "train_steps": n_steps, "batch_size": 128,
-              "runs": [{"model": m, "setting": s, "params": p, "lr": lr} for m, s, p, lr in _CMR_RUNS],
-              "quick": quick, "seed": seed}
+              "class_embedding": emb_how, "splits": split_summary(splits),
+              "runs_vary": "training seed (split fixed)" if fixed else "split and training seed",
+              "seed": seed, **extra}
     return {"experiment": "zscmr-mat", "config": config, "rows": rows, "paper": _SEED004}
 
 
@@ -355,11 +380,13 @@ def _region_pca_fit(ims: np.ndarray, rows: np.ndarray, k: int, seed: int, max_ro
 
 
 def load_precomp_corpus(path: str | Path, max_train_images: int | None = None, region_dim: int | None = None,
-                        seed: int = 0) -> tuple[Corpus, np.ndarray, list[EvalProtocol], dict[str, Any]]:
-    """A :class:`Corpus` of a VSE++ / SCAN precomp folder: training images, then the test images.
+                        seed: int = 0, val_images: int = 0) -> tuple[Corpus, np.ndarray, list[EvalProtocol], dict[str, Any]]:
+    """A :class:`Corpus` of a VSE++ / SCAN precomp folder: training images, the test images, validation images.
 
-    ``train`` (a seeded subset of at most ``max_train_images``) and ``testall``
-    (else ``test``). Region features ``(N, R, D)`` give ``grid`` (projected onto
+    ``train`` (a seeded subset of at most ``max_train_images``), ``testall``
+    (else ``test``) and, with ``val_images > 0`` and a ``dev`` split in the
+    folder, its first ``val_images`` images (``domain == "val"``, for model
+    selection). Region features ``(N, R, D)`` give ``grid`` (projected onto
     ``region_dim`` principal components fitted on training regions, when
     given) and ``pooled`` = their mean; pooled features ``(N, D)`` give
     ``pooled`` only. Returns ``(corpus, training rows, protocols, info)``.
@@ -392,7 +419,16 @@ def load_precomp_corpus(path: str | Path, max_train_images: int | None = None, r
         return out
 
     te_rows = np.arange(te.n_images)
-    pooled = np.concatenate([pooled_of(tr.images, train_rows), pooled_of(te.images, te_rows)])
+    dev = None
+    if val_images and (folder / "dev_ims.npy").is_file():
+        dev = load_vsepp(folder, "dev")
+        if dev.images.shape[1:] != te.images.shape[1:]:
+            raise DataError(f"{folder}: dev features {dev.images.shape[1:]} and {test_split} features "
+                            f"{te.images.shape[1:]} differ in shape")
+    dev_rows = np.arange(min(int(val_images), dev.n_images)) if dev is not None else np.arange(0)
+    info["n_val_images"] = int(len(dev_rows))
+    pooled = np.concatenate([pooled_of(tr.images, train_rows), pooled_of(te.images, te_rows)]
+                            + ([pooled_of(dev.images, dev_rows)] if len(dev_rows) else []))
     grid = None
     if regions:
         d = tr.images.shape[-1]
@@ -408,15 +444,22 @@ def load_precomp_corpus(path: str | Path, max_train_images: int | None = None, r
         else:
             def project(ims, rows):
                 return np.asarray(ims[rows], dtype=np.float32)
-        grid = np.concatenate([project(tr.images, train_rows), project(te.images, te_rows)])
+        grid = np.concatenate([project(tr.images, train_rows), project(te.images, te_rows)]
+                              + ([project(dev.images, dev_rows)] if len(dev_rows) else []))
     k = tr.captions_per_image
     caps = [tr.captions[i * k + j] for i in train_rows for j in range(k)] + list(te.captions)
     n_tr = len(train_rows)
-    cap_img = np.concatenate([np.repeat(np.arange(n_tr), k), n_tr + te.caption_image])
-    n = n_tr + te.n_images
-    corpus = Corpus(pooled, grid, np.asarray(["train"] * n_tr + ["test"] * te.n_images),
-                    np.arange(n, dtype=np.int64), caps, cap_img.astype(np.int64), [[] for _ in range(n)], glove=False)
-    return corpus, np.arange(n_tr), precomp_protocols(name, np.arange(n_tr, n)), info
+    cap_img = [np.repeat(np.arange(n_tr), k), n_tr + te.caption_image]
+    n_te = n_tr + te.n_images
+    if len(dev_rows):
+        keep = np.flatnonzero(dev.caption_image < len(dev_rows))
+        caps += [dev.captions[j] for j in keep]
+        cap_img.append(n_te + dev.caption_image[keep])
+    n = n_te + len(dev_rows)
+    corpus = Corpus(pooled, grid, np.asarray(["train"] * n_tr + ["test"] * te.n_images + ["val"] * len(dev_rows)),
+                    np.arange(n, dtype=np.int64), caps, np.concatenate(cap_img).astype(np.int64),
+                    [[] for _ in range(n)], glove=False)
+    return corpus, np.arange(n_tr), precomp_protocols(name, np.arange(n_tr, n_te)), info
 
 
 def nearest_caption_pseudo(corpus: Corpus) -> Callable[[np.ndarray, np.ndarray], list[str]]:
@@ -449,54 +492,106 @@ def nearest_caption_pseudo(corpus: Corpus) -> Callable[[np.ndarray, np.ndarray],
     return pseudo
 
 
-def precomp_budget(quick: bool, progress: bool) -> tuple[Budget, dict[str, Any]]:
-    """Training budget and data limits of ``retrieval-precomp`` (a CPU budget, see docs/retrieval.md)."""
-    names = ("vsepp", "scan-xattn", "a3vse")
-    if quick:
-        return (Budget(steps={m: 60 for m in names}, batch_size={m: 16 for m in names},
-                       lr={m: 2e-3 for m in names},
-                       model={"vsepp": {"embed_dim": 32, "word_dim": 16}, "scan-xattn": {"embed_dim": 32, "word_dim": 16},
-                              "a3vse": {"embed_dim": 32, "word_dim": 16, "disc_hidden": 32, "heads": 2}},
-                       grad_clip=2.0, log_every=20, progress=progress),
-                {"max_train_images": 2000, "region_dim": 32})
-    # VSE++ / SCAN / seed 003: Adam, batch 128, 300-d word embeddings learned from scratch, joint spaces of
-    # 1024; gradients clipped at 2. Cut for a CPU: 500 steps at batch 64 on a seeded 10,000 of the training
-    # images, joint spaces of 512 (VSE++) / 256 (SCAN, A3VSE), regions PCA-reduced to 256 before the trainable
-    # projection, rate 5e-4 cut by 10 for the last third.
-    return (Budget(steps={m: 500 for m in names}, batch_size={m: 64 for m in names}, lr={m: 5e-4 for m in names},
-                   model={"vsepp": {"embed_dim": 512, "word_dim": 300},
-                          "scan-xattn": {"embed_dim": 256, "word_dim": 300, "eval_block": 64},
-                          "a3vse": {"embed_dim": 256, "word_dim": 300, "disc_hidden": 256}},
-                   grad_clip=2.0, progress=progress),
-            {"max_train_images": 10_000, "region_dim": 256})
+#: VSE++ / SCAN / seed 003 on precomp features: Adam, 300-d word embeddings learned from U(-0.1, 0.1), joint
+#: spaces of 1024 (A3VSE 512), gradients clipped at 2, captions never cut (seed 003 uses up to 82 tokens on
+#: Flickr30K), the reference code's schedule (2e-4, cut by 10 halfway: VSE++ and SCAN train 30 epochs with
+#: lr_update 15), the model selected by rsum on ``dev`` (its first ``val_images``) when the folder has one.
+#: Cut for a CPU: 500 steps at batch 128 on a seeded 10,000 of the training images, regions PCA-reduced to 256
+#: before the trainable projection. Raise any of it with --set (docs/retrieval.md).
+PRECOMP_DEFAULTS: dict[str, Any] = {
+    "seeds": 5,
+    "workers": None,
+    "settings": "all",
+    "models": list(SPARSE_MODELS),
+    "max_train_images": 10_000,
+    "region_dim": 256,
+    "val_images": 1000,
+    "validate_every": 100,
+    "grad_clip": 2.0,
+    "lr_decay_at": 0.5,
+    "max_len": 0,
+    "train": {m: {"steps": 500, "batch_size": 128, "lr": 2e-4, "weight_decay": 0.0} for m in SPARSE_MODELS},
+    "model": {"vsepp": {"embed_dim": 1024, "word_dim": 300},
+              "scan-xattn": {"embed_dim": 1024, "word_dim": 300, "eval_block": 64},
+              "a3vse": {"embed_dim": 512, "word_dim": 300, "disc_hidden": 512}},
+}
+PRECOMP_QUICK: dict[str, Any] = {
+    "seeds": 2, "workers": 1, "settings": ["sparse-10-1", "full"], "max_train_images": 2000, "region_dim": 32,
+    "val_images": 50, "validate_every": 20,
+    "train": {m: {"steps": 60, "batch_size": 16, "lr": 2e-3} for m in SPARSE_MODELS},
+    "model": {"vsepp": {"embed_dim": 32, "word_dim": 16}, "scan-xattn": {"embed_dim": 32, "word_dim": 16},
+              "a3vse": {"embed_dim": 32, "word_dim": 16, "disc_hidden": 32, "heads": 2}},
+}
+
+
+def _precomp_job(inputs: str, out_dir: str, seed: int, setting: str, s: dict[str, Any], train_rows: np.ndarray,
+                 val_rows: np.ndarray | None, protocols: list[EvalProtocol], progress: bool) -> dict[str, Any]:
+    """One (seed, setting) cell of the precomp grid, in a worker process; cached as JSON (resume)."""
+    import json
+
+    from visem.experiments.retrieval import load_corpus
+    from visem.experiments.sparse import parse_setting
+    from visem.io import atomic_write_json
+
+    done = Path(out_dir) / f"seed{seed}" / setting / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    corpus = load_corpus(Path(inputs))
+    budget = Budget.from_settings({**s, "max_len": int(s["max_len"]) or 10**6}, progress)
+    res = sparse_grid(corpus, Path(out_dir) / f"seed{seed}", budget, train_rows, protocols, seed=seed,
+                      settings=[parse_setting(setting)], models=s["models"], pseudo=nearest_caption_pseudo(corpus),
+                      val_img=val_rows)
+    atomic_write_json(done, res)
+    return res
 
 
 @register_experiment("retrieval-precomp", description="VSE++, SCAN and A3VSE, full and sparse (seed 003 grid), "
                      "on VSE++/SCAN precomp features: COCO 1K (5-fold) + 5K or Flickr30K 1K",
                      paper="seed 003 Tables 1-2 protocol", data="required", data_layout=PRECOMP_LAYOUT)
 def run_retrieval_precomp(out_dir: Path, quick: bool = False, seed: int = 0, progress: bool = False,
-                          data: Path | None = None) -> dict[str, Any]:
-    budget, limits = precomp_budget(quick, progress)
-    corpus, train_rows, protocols, info = load_precomp_corpus(data, seed=seed, **limits)
-    models = SPARSE_MODELS if corpus.grid is not None else ("vsepp",)
-    settings = ((0.1, 1),) if quick else SPARSE_SETTINGS
-    res = sparse_grid(corpus, Path(out_dir), budget, train_rows, protocols, seed=seed, settings=settings,
-                      models=models, full=True, pseudo=nearest_caption_pseudo(corpus))
-    config = {"path": str(data), **info, **limits, "models": list(models),
-              "settings": [s for s in res["splits"]], "splits": res["splits"], "vocab_size": res["vocab_size"],
+                          data: Path | None = None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    from visem.config import merge
+    from visem.experiments import settings as resolve_settings
+    from visem.experiments.parallel import run_parallel
+    from visem.experiments.retrieval import aggregate, mean_shares, save_corpus
+    from visem.experiments.sparse import setting_list, setting_name
+
+    s = resolve_settings(merge(PRECOMP_DEFAULTS, PRECOMP_QUICK) if quick else PRECOMP_DEFAULTS, overrides,
+                         "retrieval-precomp")
+    s["settings"] = [setting_name(*t) for t in setting_list(s["settings"])]
+    corpus, train_rows, protocols, info = load_precomp_corpus(data, seed=seed, max_train_images=s["max_train_images"],
+                                                              region_dim=s["region_dim"], val_images=s["val_images"])
+    if corpus.grid is None:
+        s["models"] = [m for m in s["models"] if m == "vsepp"]
+    val_rows = np.flatnonzero(corpus.domain == "val")
+    inputs = save_corpus(corpus, Path(out_dir) / "inputs")
+    seeds = [seed + i for i in range(int(s["seeds"]))]
+    jobs = [{"inputs": str(inputs), "out_dir": str(out_dir), "seed": sd, "setting": st, "s": s,
+             "train_rows": train_rows, "val_rows": val_rows if len(val_rows) else None, "protocols": protocols,
+             "progress": progress} for st in s["settings"] for sd in seeds]
+    results = run_parallel(_precomp_job, jobs, workers=s["workers"], progress=progress)
+    rows, shares, splits = [], {}, {}
+    for job, res in zip(jobs, results):
+        rows += res["rows"]
+        for k, v in res["shares"].items():
+            shares.setdefault(k, []).append(v)
+        splits.setdefault(f"seed{job['seed']}", {}).update(res["splits"])
+    config = {"path": str(data), **info, "seeds": seeds, "settings": s, "splits": splits,
+              "vocab_size": results[0]["vocab_size"],
               "protocols": [{"dataset": p.dataset, "folds": len(p.folds), "images_per_fold": len(p.folds[0])}
                             for p in protocols],
+              "validation": f"{len(val_rows)} images of dev" if len(val_rows) else "none (no dev split): last step",
               "vsepp_image_features": "mean of the regions" if corpus.grid is not None else "pooled features",
-              "word_embeddings": "learned from scratch (as VSE++ and SCAN)",
+              "word_embeddings": "learned from scratch, U(-0.1, 0.1) (as VSE++ and SCAN)",
               "pseudo_captions": "first annotated caption of the nearest annotated training image (pooled cosine)",
-              "budget": asdict(budget), "quick": quick, "seed": seed}
-    return {"experiment": "retrieval-precomp", "config": config, "rows": res["rows"],
+              "term_shares": {k: mean_shares(v) for k, v in shares.items()}, "seed": seed}
+    return {"experiment": "retrieval-precomp", "config": config, "rows": aggregate(rows),
             "paper": _precomp_paper_rows(info["dataset"], protocols)}
 
 
 def _precomp_paper_rows(name: str, protocols: list[EvalProtocol]) -> list[dict[str, Any]]:
     """Seed 003's Flickr30K 1K rows, keyed to this run's 1K protocol when the data is Flickr30K (else as published)."""
-    from visem.experiments.retrieval import _seed003_rows
+    from visem.experiments.sparse import _seed003_rows
 
     f30k = name.lower() in ("f30k", "flickr30k", "flickr")
     key = next((p.dataset for p in protocols if p.dataset.endswith(" 1K")), None)

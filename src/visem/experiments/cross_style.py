@@ -225,7 +225,7 @@ def run_cross_style(out_dir: Path, quick: bool = False, seed: int = 0, progress:
     emoji_corpus(grid=False, progress=progress)  # compute (or check) the cached features once, before the workers
     seeds = [seed + i for i in range(int(s["seeds"]))]
     jobs = [{"quick": quick, "out_dir": str(out_dir), "seed": sd, "s": s, "progress": progress} for sd in seeds]
-    results = run_parallel(_cross_job, jobs, workers=s["workers"])
+    results = run_parallel(_cross_job, jobs, workers=s["workers"], progress=progress)
     rows, shares = [], {}
     for res in results:
         rows += res["rows"]

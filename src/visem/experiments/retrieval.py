@@ -89,31 +89,37 @@ class Corpus:
                       self.tags, self.glove)
 
 
-def emoji_corpus(grid: bool = True, progress: bool = False) -> Corpus:
-    """Both emoji styles with EfficientNet-Lite0 pooled (and 7 x 7 grid) features (computed once, cached)."""
+def emoji_corpus(grid: bool = True, progress: bool = False, limit: int | None = None) -> Corpus:
+    """Both emoji styles with EfficientNet-Lite0 pooled (and 7 x 7 grid) features (computed once, cached).
+
+    ``limit``: only the first ``limit`` rows of the emoji table (Google style
+    first), for quick looks and tests.
+    """
     from visem.data import load
     from visem.features import compute_features
 
     data = load("emoji")
     table = data.table
-    pooled = compute_features("emoji", "efficientnet", progress=progress)
-    grid_res = compute_features("emoji", "efficientnet-grid", progress=progress) if grid else None
+    pooled = compute_features("emoji", "efficientnet", progress=progress, limit=limit)
+    grid_res = compute_features("emoji", "efficientnet-grid", progress=progress, limit=limit) if grid else None
+    n = len(pooled.array)
     for res in (pooled, grid_res):
         if res is None:
             continue
         concepts = res.meta.get("concepts")
-        if concepts is not None and list(concepts) != table["concept"].tolist():
+        if concepts is not None and list(concepts) != table["concept"].tolist()[:n]:
             raise ValueError(f"{res.path}: cached features are not in the emoji table's row order")
     texts, rows = data.captions()
+    keep = np.asarray(rows) < n
     concept_ids = {c: i for i, c in enumerate(dict.fromkeys(table["concept"]))}
     return Corpus(
         pooled=np.asarray(pooled.array, dtype=np.float32),
         grid=np.asarray(grid_res.array) if grid_res is not None else None,
-        domain=table["style"].to_numpy().astype(str),
-        concept=np.asarray([concept_ids[c] for c in table["concept"]], dtype=np.int64),
-        captions=list(texts),
-        caption_image=np.asarray(rows, dtype=np.int64),
-        tags=[list(t) for t in table["tags"]],
+        domain=table["style"].to_numpy().astype(str)[:n],
+        concept=np.asarray([concept_ids[c] for c in table["concept"]], dtype=np.int64)[:n],
+        captions=[t for t, k in zip(texts, keep) if k],
+        caption_image=np.asarray(rows, dtype=np.int64)[keep],
+        tags=[list(t) for t in table["tags"]][:n],
     )
 
 

@@ -474,7 +474,7 @@ def run_sparse(out_dir: Path, quick: bool = False, seed: int = 0, progress: bool
     seeds = [seed + i for i in range(int(s["seeds"]))]
     jobs = [{"inputs": str(inputs), "out_dir": str(out_dir), "seed": sd, "setting": st, "s": s, "progress": progress}
             for st in s["settings"] for sd in seeds]  # setting-major: concurrent jobs are of different seeds
-    results = run_parallel(_sparse_job, jobs, workers=s["workers"])
+    results = run_parallel(_sparse_job, jobs, workers=s["workers"], progress=progress)
     rows, shares, best, splits = [], {}, {}, {}
     for job, res in zip(jobs, results):
         rows += res["rows"]

@@ -16,11 +16,23 @@ Protocol helpers, used by the built-in experiments, ``zsl-xian`` and the tests:
   unseen classes; GZSL seen / unseen accuracy among all classes and their
   harmonic mean H; zero-shot retrieval mAP (each unseen class's side
   information is the query, the unseen test images the gallery). Percent.
+* :func:`run_zsl_models` -- every row of the table on one split (closed
+  forms chosen on a validation split over ``10^-3 .. 10^3``, a warning when
+  a choice sits on a grid's edge), the random floor (:class:`RandomScorer`)
+  and, with ``shares``, each neural run's term shares (:func:`term_shares`).
+
+The built-in experiments (:func:`run_zsl`) resolve their settings with
+:func:`visem.experiments.settings` (``visem reproduce zsl-mnist --set
+train.steps=2000``), run the splits in parallel processes and report mean
+and sample std over the splits.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -28,6 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from visem.config import ConfigError
 from visem.experiments.stats import as_tensor, floored_std, mean_std
 from visem.metrics import gzsl_harmonic, mean_average_precision, per_class_accuracy
 from visem.models.registry import build_model
@@ -171,22 +184,9 @@ class _ZSLSampler:
             self.unlabeled.load_state_dict(state["unlabeled"])
 
 
-def train_zsl(
-    name: str,
-    params: Mapping[str, Any] | None,
-    split: ZSLSplit,
-    train: TrainConfig,
-    transductive: bool = False,
-):
-    """Train registered zero-shot model ``name`` on ``split``; returns the model.
-
-    Inductive: the model sees the training images and the side information
-    of the classes that have training images (seen, plus novel classes in
-    few-shot), labels re-indexed to those rows. Transductive: it also gets
-    the unseen test images without labels (``unlabeled``, with
-    ``unlabeled_classes`` = the unseen classes) and the side information of
-    every class, labels as global ids.
-    """
+def _training_setup(name: str, params: Mapping[str, Any] | None, split: ZSLSplit, train: TrainConfig,
+                    transductive: bool, sampler_seed: int | None = None):
+    """``(model, sampler, final)`` of :func:`train_zsl`: the untrained model, its batch stream, the finalize dict."""
     torch.manual_seed(train.seed)
     if transductive:
         classes = torch.arange(split.class_emb.shape[0])
@@ -199,21 +199,104 @@ def train_zsl(
     dims = {"image_dim": split.train_image.shape[1], "class_dim": split.class_emb.shape[1],
             "n_classes": len(classes)}
     model = build_model(name, dict(params or {}), dims=dims)
+    with_label = torch.isin(classes, torch.unique(split.train_label))
+    novel = with_label & torch.isin(classes, split.unseen)
+    rows = torch.ones(len(label), dtype=torch.bool)
+    if not getattr(model, "novel_shots_in_training", True):
+        rows = ~torch.isin(split.train_label, split.unseen)
+    seed = train.seed if sampler_seed is None else sampler_seed
     extra: dict[str, Tensor] = {"class_emb": class_emb}
     unl = None
     if transductive:
+        extra["labeled_classes"] = torch.isin(classes, torch.unique(split.train_label[rows]))
         extra["unlabeled_classes"] = torch.isin(classes, split.unseen)
-        unl = BatchSampler({"image": split.test_unseen_image}, train.batch_size, seed=train.seed + 1)
-    sampler = _ZSLSampler(BatchSampler({"image": split.train_image, "label": label}, train.batch_size, train.seed),
-                          unl, extra)
-    if train.steps > 0:
-        Trainer(model, sampler, dataclasses.replace(train, progress=False)).fit()
-    final = {"image": split.train_image, "label": label, "class_emb": class_emb, "class_ids": classes}
+        unl = BatchSampler({"image": split.test_unseen_image}, train.batch_size, seed=seed + 1)
+    sampler = _ZSLSampler(BatchSampler({"image": split.train_image[rows], "label": label[rows]},
+                                       train.batch_size, seed), unl, extra)
+    final = {"image": split.train_image, "label": label, "class_emb": class_emb, "class_ids": classes,
+             "labeled_classes": with_label, "novel_classes": novel}
     if transductive:
         final["unlabeled"] = split.test_unseen_image
+    return model, sampler, final
+
+
+def train_zsl(
+    name: str,
+    params: Mapping[str, Any] | None,
+    split: ZSLSplit,
+    train: TrainConfig,
+    transductive: bool = False,
+    on_step: Callable[[int, Any], None] | None = None,
+):
+    """Train registered zero-shot model ``name`` on ``split``; returns the model.
+
+    Inductive: the model sees the training images and the side information
+    of the classes that have training images (seen, plus novel classes in
+    few-shot), labels re-indexed to those rows. Transductive: it also gets
+    the unseen test images without labels (``unlabeled``, with
+    ``unlabeled_classes`` = the unseen classes) and the side information of
+    every class, labels as global ids; ``labeled_classes`` marks the classes
+    that have labelled images (the negatives of a labelled image's ranking).
+
+    Few-shot splits: a model whose ``novel_shots_in_training`` is False
+    (CADA-VAE's reference protocol) learns its representation from the seen
+    classes' images only; the novel classes' shots reach it in
+    :meth:`~visem.models.zeroshot.ZeroShotModel.finalize` (``novel_classes``
+    marks those classes). The model's ``prepare`` sees the same dict before
+    training (input statistics), ``finalize`` after it. ``on_step(step,
+    model)`` is called after every training step.
+    """
+    model, sampler, final = _training_setup(name, params, split, train, transductive)
+    model.prepare(final)
+    if train.steps > 0:
+        hook = None if on_step is None else (lambda step, terms: on_step(step, model))
+        Trainer(model, sampler, dataclasses.replace(train, progress=False), on_step=hook).fit()
     model.finalize(final)
     model.eval()
     return model
+
+
+def share_batch(name: str, params: Mapping[str, Any] | None, split: ZSLSplit, train: TrainConfig,
+                transductive: bool = False) -> dict[str, Tensor]:
+    """One training batch of :func:`train_zsl`'s stream (another seed), for :func:`visem.train.shares.gradient_shares`."""
+    with torch.random.fork_rng():
+        _, sampler, _ = _training_setup(name, params, split, train, transductive, sampler_seed=train.seed + 7919)
+        return next(sampler)
+
+
+def term_shares(name: str, params: Mapping[str, Any] | None, split: ZSLSplit, train: TrainConfig,
+                transductive: bool = False) -> tuple[Any, dict[str, dict[str, float]]]:
+    """Train like :func:`train_zsl` and measure each weighted term's share of the encoders' gradient.
+
+    Returns ``(model, {"start": ..., "mid": ..., "end": ...})``: ``start`` is the untrained model with
+    the weights at their final values (``progress = 1``), ``mid`` the model half-way with the weights
+    where the schedule has them then (``progress = 0.5``), ``end`` the trained model at ``progress = 1``;
+    all on one batch of the training stream (:func:`share_batch`); a phase in which no term has a
+    gradient (every hinge satisfied on the batch) reports 0 for every term. The measurements run under
+    ``torch.random.fork_rng``, so the trained model is the one :func:`train_zsl` returns.
+    """
+    from visem.train.shares import gradient_norms
+
+    batch = share_batch(name, params, split, train, transductive)
+
+    def measure(m: Any, progress: float) -> dict[str, float]:
+        with torch.random.fork_rng():
+            norms = gradient_norms(m, batch, progress=progress)
+        total = sum(norms.values())  # 0 when every term is satisfied (a hinge at zero): all shares 0
+        return {k: (v / total if total > 0 else 0.0) for k, v in norms.items()}
+
+    m0, _, final = _training_setup(name, params, split, train, transductive)
+    m0.prepare(final)
+    out = {"start": measure(m0, 1.0)}
+    half = max(1, train.steps // 2)
+
+    def at_half(step: int, m: Any) -> None:
+        if step == half:
+            out["mid"] = measure(m, step / train.steps)
+
+    model = train_zsl(name, params, split, train, transductive, on_step=at_half)
+    out["end"] = measure(model, 1.0)
+    return model, out
 
 
 def zsl_metrics(model: Any, split: ZSLSplit) -> dict[str, float]:
@@ -275,7 +358,8 @@ def select_params(name: str, grid: list[dict[str, Any]], split: ZSLSplit, train:
                   n_val_classes: int = 2, seed: int = 0, val: ZSLSplit | None = None) -> dict[str, Any]:
     """The entry of ``grid`` with the best unseen accuracy on a validation split of the seen classes.
 
-    ``val``: that validation split (default: :func:`validation_split` of ``split``).
+    ``val``: that validation split (default: :func:`validation_split` of ``split``). Ties keep the
+    first entry.
     """
     if val is None:
         val = validation_split(split, n_val_classes, seed=seed)
@@ -287,6 +371,66 @@ def select_params(name: str, grid: list[dict[str, Any]], split: ZSLSplit, train:
             best, best_acc = params, acc
     return best
 
+
+def param_grid(axes: Mapping[str, Sequence[float]]) -> list[dict[str, float]]:
+    """The product grid of ``{param: values}`` as a list of parameter dicts (first axis outermost)."""
+    grid: list[dict[str, float]] = [{}]
+    for key, values in axes.items():
+        if not len(values):
+            raise ValueError(f"grid axis {key!r} has no values")
+        grid = [{**g, key: float(v)} for g in grid for v in values]
+    return grid
+
+
+def grid_edges(axes: Mapping[str, Sequence[float]], chosen: Mapping[str, float]) -> list[str]:
+    """The parameters of ``chosen`` that sit on the lowest or highest value of their grid axis.
+
+    A value chosen on the edge means the best one may lie outside the grid.
+    Axes with a single value have no edge.
+    """
+    out = []
+    for key, values in axes.items():
+        lo, hi = min(values), max(values)
+        if lo == hi:
+            continue
+        v = chosen[key]
+        if v == lo:
+            out.append(f"{key}={v:g} (lowest of {lo:g}..{hi:g})")
+        elif v == hi:
+            out.append(f"{key}={v:g} (highest of {lo:g}..{hi:g})")
+    return out
+
+
+def warn_grid_edges(where: str, model: str, edges: Sequence[str]) -> None:
+    if edges:
+        warnings.warn(f"{where}: {model} chose {', '.join(edges)} on the validation split; the best value may "
+                      f"lie outside the grid (widen it with --set grids.{model}.PARAM=[...])", stacklevel=2)
+
+
+class RandomScorer:
+    """The random floor: uniformly random predictions and random embeddings (a random ranking).
+
+    Stands in for a trained model in :func:`zsl_metrics`: ``predict`` draws
+    each image's class uniformly among the candidates, ``embed_image`` /
+    ``embed_class`` draw i.i.d. Gaussian vectors, so retrieval ranks the
+    gallery at random. Seeded, so a table's floor is reproducible.
+    """
+
+    def __init__(self, seed: int = 0, dim: int = 8) -> None:
+        self.gen = torch.Generator().manual_seed(seed)
+        self.dim = dim
+
+    def predict(self, image: Tensor, class_emb: Tensor, class_ids: Tensor | None = None) -> Tensor:
+        return torch.randint(0, class_emb.shape[0], (image.shape[0],), generator=self.gen)
+
+    def embed_image(self, image: Tensor) -> Tensor:
+        return torch.randn(image.shape[0], self.dim, generator=self.gen)
+
+    def embed_class(self, class_emb: Tensor) -> Tensor:
+        return torch.randn(class_emb.shape[0], self.dim, generator=self.gen)
+
+
+# (model, setting, extra params, transductive, shots per novel class)
 _ZSL_RUNS: list[tuple[str, str, dict[str, Any], bool, int]] = [
     ("eszsl", "inductive", {}, False, 0),
     ("sae", "inductive", {}, False, 0),
@@ -302,19 +446,118 @@ _ZSL_RUNS: list[tuple[str, str, dict[str, Any], bool, int]] = [
     ("cada-vae", "few-shot-5", {}, False, 5),
     ("cada-vae", "few-shot-10", {}, False, 10),
 ]
+FLOOR = ("random", "floor")
 
-# the regularisers of the closed-form models, chosen on the validation split
-_GRIDS = {
-    "eszsl": [{"gamma": g, "lam": l} for g in (0.01, 0.1, 1.0, 10.0, 100.0) for l in (0.01, 0.1, 1.0, 10.0, 100.0)],
-    "sae": [{"lam": l} for l in (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)],
+# the regularisers of the closed-form models, chosen on the validation split: the papers' range 10^-3 .. 10^3
+_DECADES = [10.0 ** k for k in range(-3, 4)]
+_GRID_AXES: dict[str, dict[str, list[float]]] = {
+    "eszsl": {"gamma": list(_DECADES), "lam": list(_DECADES)},
+    "sae": {"lam": list(_DECADES)},
 }
+_GRIDS = {name: param_grid(axes) for name, axes in _GRID_AXES.items()}
 
 # fixed hyper-parameters of the neural models (set before any run, not tuned on test)
-_ZSL_PARAMS = {
+_ZSL_PARAMS: dict[str, dict[str, Any]] = {
     "devise": {"margin": 0.1},
-    "revise": {"code_dim": 64, "contractive_weight": 0.01},
+    "revise": {"code_dim": 64},
     "cada-vae": {"latent_dim": 32, "hidden_image": [128], "hidden_side": [64]},
 }
+
+
+_DATA_FIELDS = ("image_dim", "class_dim", "text_dim", "n_classes")
+
+
+def model_settings(quick: bool = False) -> dict[str, dict[str, Any]]:
+    """Every config field of the table's gradient-trained models, at the table's values.
+
+    The registered config's defaults overlaid with ``_ZSL_PARAMS`` (fields read off the data left
+    out, tuples as lists), so that ``--set models.revise.mmd_weight=1`` finds its key.
+    """
+    from visem.models.registry import get_model_spec
+
+    out: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(m for m, *_ in _ZSL_RUNS if m not in _GRID_AXES):
+        cfg = get_model_spec(name).config_cls()
+        fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in _DATA_FIELDS}
+        fields = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
+        out[name] = {**fields, **copy.deepcopy(_ZSL_PARAMS.get(name, {}))}
+    if quick:
+        out["cada-vae"]["cls_epochs"] = 2
+    return out
+
+
+def zsl_defaults(quick: bool) -> dict[str, Any]:
+    """Built-in settings of ``zsl-mnist`` / ``zsl-fashion-mnist`` (each settable with ``--set``)."""
+    models = model_settings(quick)
+    return {
+        "splits": 1 if quick else 5,
+        "unseen_classes": 3,
+        "train_per_class": 20 if quick else 200,
+        "test_per_class": 12 if quick else 100,
+        "features": ["pixels"] if quick else ["pixels", "efficientnet"],
+        "train": {"steps": 40 if quick else 500, "batch_size": 64 if quick else 128, "lr": 1e-3},
+        "models": models,
+        "grids": copy.deepcopy(_GRID_AXES),
+        "n_val_classes": 2,
+        "shares": True,
+        "workers": None,
+    }
+
+
+def run_zsl_models(split: ZSLSplit, train: TrainConfig, models: Mapping[str, Mapping[str, Any]],
+                   grids: Mapping[str, Mapping[str, Sequence[float]]], n_val_classes: int = 2, seed: int = 0,
+                   runs: Sequence[tuple[str, str, dict[str, Any], bool, int]] = _ZSL_RUNS,
+                   val: ZSLSplit | None = None, shares: bool = False) -> dict[str, Any]:
+    """Every run of ``runs`` on one split, plus the random floor.
+
+    Returns ``{"metrics": [[model, setting, zsl_metrics], ...] (floor last), "chosen": {model/setting: params},
+    "edges": {model/setting: [...]}, "shares": {model/setting: {"start", "mid", "end"}}}``. Closed-form
+    models (those in ``grids``) pick their regularisers on ``val`` (default :func:`validation_split` of the
+    split) and train no steps; with ``shares`` the gradient-trained ones also report :func:`term_shares`.
+    """
+    out: list[list[Any]] = []
+    chosen: dict[str, Any] = {}
+    edges: dict[str, list[str]] = {}
+    share_out: dict[str, Any] = {}
+    for model, setting, extra, transductive, shots in runs:
+        sp = few_shot_split(split, shots, seed=seed) if shots else split
+        if model in grids:
+            params = select_params(model, param_grid(grids[model]), sp, dataclasses.replace(train, steps=0),
+                                   n_val_classes, seed=seed, val=val if not shots else None)
+            chosen[f"{model}/{setting}"] = params
+            edges[f"{model}/{setting}"] = grid_edges(grids[model], params)
+            steps = 0
+        else:
+            params = {**models.get(model, {}), **extra}
+            steps = train.steps
+        tc = dataclasses.replace(train, steps=steps)
+        if shares and steps > 0:
+            m, share_out[f"{model}/{setting}"] = term_shares(model, params, sp, tc, transductive)
+        else:
+            m = train_zsl(model, params, sp, tc, transductive=transductive)
+        out.append([model, setting, zsl_metrics(m, sp)])
+    out.append([*FLOOR, zsl_metrics(RandomScorer(seed), split)])
+    return {"metrics": out, "chosen": chosen, "edges": edges, "shares": share_out}
+
+
+def _zsl_split_job(kind: str, x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray,
+                   class_emb: np.ndarray, unseen: list[int], index: int, seed: int,
+                   settings: Mapping[str, Any]) -> dict[str, Any]:
+    """One split of ``zsl-*`` (a worker of :func:`visem.experiments.parallel.run_parallel`)."""
+    split = standardize_zsl(make_zsl_split(x_tr, y_tr, class_emb, unseen, test_image=x_te, test_label=y_te))
+    t = settings["train"]
+    train = TrainConfig(steps=int(t["steps"]), batch_size=int(t["batch_size"]), lr=float(t["lr"]), seed=seed,
+                        log_every=10**9, checkpoint_every=10**9, progress=False)
+    res = run_zsl_models(split, train, settings["models"], settings["grids"], int(settings["n_val_classes"]),
+                         seed=seed, shares=bool(settings["shares"]))
+    return {"kind": kind, "index": index, **res}
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _image_features(name: str, kind: str, data: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -325,63 +568,115 @@ def _image_features(name: str, kind: str, data: dict[str, Any]) -> tuple[np.ndar
         from visem.features.image import extract_image_features
 
         return tuple(extract_image_features(data[f"{s}_images"], "pooled") for s in ("train", "test"))  # type: ignore[return-value]
-    raise ValueError(f"unknown image feature kind {kind!r} (pixels or efficientnet)")
+    raise ConfigError(f"unknown image feature kind {kind!r} (pixels or efficientnet)")
+
+
+def summarise_runs(per_split: Sequence[Mapping[str, Any]], extra: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Table rows: per (model, setting), :func:`~visem.experiments.stats.mean_std` over the splits, in run order."""
+    groups: dict[tuple[str, str], list[dict[str, float]]] = {}
+    for res in per_split:
+        for model, setting, metrics in res["metrics"]:
+            groups.setdefault((model, setting), []).append(metrics)
+    return [{"model": m, "setting": s, **extra, **mean_std(v)} for (m, s), v in groups.items()]
+
+
+def summarise_shares(per_split: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``{model/setting: {phase: {term: mean share}, phase + "_min": {term: smallest share}}}`` over the splits."""
+    out: dict[str, Any] = {}
+    keys = [k for r in per_split for k in r.get("shares", {})]
+    for key in dict.fromkeys(keys):
+        per = [r["shares"][key] for r in per_split if key in r.get("shares", {})]
+        entry: dict[str, Any] = {}
+        for phase in ("start", "mid", "end"):
+            vals = [p[phase] for p in per if phase in p]
+            if not vals:
+                continue
+            terms = list(dict.fromkeys(t for v in vals for t in v))
+            entry[phase] = {t: float(np.mean([v.get(t, 0.0) for v in vals])) for t in terms}
+            entry[f"{phase}_min"] = {t: float(np.min([v.get(t, 0.0) for v in vals])) for t in terms}
+        out[key] = entry
+    return out
 
 
 def run_zsl(dataset: str, out_dir: Any, quick: bool = False, seed: int = 0, progress: bool = False,
-            features: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """Zero-/few-shot recognition and zero-shot retrieval on MNIST or Fashion-MNIST."""
+            features: tuple[str, ...] | None = None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Zero-/few-shot recognition and zero-shot retrieval on MNIST or Fashion-MNIST.
+
+    ``features`` (a shortcut for ``--set features=[...]``) picks the image feature kinds. The splits of
+    every feature kind run in parallel processes (``workers``, default one per core, one thread each).
+    """
+    from visem.experiments import settings as resolve_settings
+    from visem.experiments.parallel import run_parallel
     from visem.features import compute_features
 
-    n_splits = 1 if quick else 5
-    train_pc, test_pc = (20, 12) if quick else (200, 100)
-    steps = 40 if quick else 500
-    feats = features or (("pixels",) if quick else ("pixels", "efficientnet"))
-    data = mnist_subset(dataset, train_pc, test_pc, seed=0)
+    exp = f"zsl-{dataset}"
+    s = resolve_settings(zsl_defaults(quick), {**({"features": list(features)} if features else {}),
+                                               **dict(overrides or {})}, exp)
+    for key in ("splits", "unseen_classes", "train_per_class", "test_per_class"):
+        if int(s[key]) < 1:
+            raise ConfigError(f"experiment {exp!r}: {key} must be >= 1, got {s[key]!r}")
+    unknown = sorted(set(s["models"]) - {m for m, *_ in _ZSL_RUNS})
+    if unknown:
+        raise ConfigError(f"experiment {exp!r}: models.{unknown[0]} is not a model of the table")
+    t0, cpu0 = time.perf_counter(), _cpu_seconds()
+    data = mnist_subset(dataset, int(s["train_per_class"]), int(s["test_per_class"]), seed=0)
     class_emb = compute_features(dataset, "glove-classes").array.astype(np.float32)
-    train = TrainConfig(steps=steps, batch_size=64 if quick else 128, lr=1e-3, seed=seed, log_every=10**9,
-                        checkpoint_every=10**9, progress=False)
-    rows: list[dict[str, Any]] = []
-    chosen: dict[str, Any] = {}
+    n_cls = class_emb.shape[0]
+    if int(s["unseen_classes"]) >= n_cls:
+        raise ConfigError(f"experiment {exp!r}: unseen_classes must be below the {n_cls} classes")
+    split_classes = []
+    for i in range(int(s["splits"])):
+        rng = np.random.default_rng(seed + i)
+        unseen = sorted(int(c) for c in rng.choice(n_cls, size=int(s["unseen_classes"]), replace=False))
+        split_classes.append({"split": i, "seed": seed + i, "unseen": unseen,
+                              "seen": [c for c in range(n_cls) if c not in unseen]})
+    jobs = []
+    feats = list(s["features"])
     for kind in feats:
         x_tr, x_te = _image_features(dataset, kind, data)
-        per_run: dict[tuple[str, str], list[dict[str, float]]] = {}
-        for i in range(n_splits):
-            rng = np.random.default_rng(seed + i)
-            unseen = np.sort(rng.choice(10, size=3, replace=False))
-            split = standardize_zsl(make_zsl_split(x_tr, data["train_labels"], class_emb, unseen,
-                                                   test_image=x_te, test_label=data["test_labels"]))
-            tc = dataclasses.replace(train, seed=seed + i)
-            for model, setting, extra, transductive, shots in _ZSL_RUNS:
-                sp = few_shot_split(split, shots, seed=seed + i) if shots else split
-                if model in _GRIDS:
-                    params = select_params(model, _GRIDS[model], sp, dataclasses.replace(tc, steps=0), seed=seed + i)
-                    chosen[f"{kind}/split{i}/{model}/{setting}"] = params
-                    steps_i = 0
-                else:
-                    params = {**_ZSL_PARAMS.get(model, {}), **extra}
-                    if quick and model == "cada-vae":
-                        params["cls_epochs"] = 2
-                    steps_i = tc.steps
-                m = train_zsl(model, params, sp, dataclasses.replace(tc, steps=steps_i), transductive=transductive)
-                per_run.setdefault((model, setting), []).append(zsl_metrics(m, sp))
-        for (model, setting), results in per_run.items():
-            rows.append({"model": model, "setting": setting, "features": kind, **mean_std(results)})
-    config = {"dataset": dataset, "splits": n_splits, "seen_unseen": "7/3", "train_per_class": train_pc,
-              "test_per_class": test_pc, "class_embedding": "glove-6b-50d class names", "features": list(feats),
-              "train_steps": steps, "batch_size": train.batch_size, "lr": train.lr, "neural_params": _ZSL_PARAMS,
-              "closed_form_grids": _GRIDS, "closed_form_chosen_on_validation": chosen, "seed": seed}
-    return {"experiment": f"zsl-{dataset}", "config": config, "rows": rows, "paper": []}
-
+        for sc in split_classes:
+            jobs.append({"kind": kind, "x_tr": x_tr, "y_tr": data["train_labels"], "x_te": x_te,
+                         "y_te": data["test_labels"], "class_emb": class_emb, "unseen": sc["unseen"],
+                         "index": sc["split"], "seed": sc["seed"], "settings": s})
+    done = run_parallel(_zsl_split_job, jobs, workers=s["workers"])
+    rows: list[dict[str, Any]] = []
+    chosen: dict[str, Any] = {}
+    edges: dict[str, list[str]] = {}
+    term_share_table: dict[str, Any] = {}
+    per_split = [{"features": r["kind"], "split": r["index"], "model": m, "setting": st, **metrics}
+                 for r in done for m, st, metrics in r["metrics"]]
+    for kind in feats:
+        res = [r for r in done if r["kind"] == kind]
+        rows += summarise_runs(res, {"features": kind})
+        term_share_table.update({f"{kind}/{k}": v for k, v in summarise_shares(res).items()})
+        for r in res:
+            for k, v in r["chosen"].items():
+                chosen[f"{kind}/split{r['index']}/{k}"] = v
+            for k, v in r["edges"].items():
+                if v:
+                    edges[f"{kind}/split{r['index']}/{k}"] = v
+                    warn_grid_edges(f"{exp} {kind} split {r['index']}", k.split("/")[0], v)
+    config = {"dataset": dataset, "settings": s, "splits": split_classes,
+              "seen_unseen": f"{n_cls - int(s['unseen_classes'])}/{s['unseen_classes']}",
+              "class_embedding": "glove-6b-50d class names", "runs": [
+                  {"model": m, "setting": st, "params": ({} if m in s["grids"] else {**s["models"].get(m, {}), **ex}),
+                   "transductive": tr, "shots": k} for m, st, ex, tr, k in _ZSL_RUNS],
+              "closed_form_chosen_on_validation": chosen, "closed_form_on_grid_edge": edges,
+              "term_shares": term_share_table, "per_split": per_split,
+              "floor": "random / floor: uniformly random predictions and a random ranking on the same splits",
+              "timing": {"wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(_cpu_seconds() - cpu0, 1),
+                         "workers": s["workers"] if s["workers"] is not None else "one per core"},
+              "seed": seed}
+    return {"experiment": exp, "config": config, "rows": rows, "paper": []}
 
 
 def _register() -> None:
     from visem.experiments import register_experiment
 
     for ds in ("fashion-mnist", "mnist"):
-        def _run(out_dir, quick=False, seed=0, progress=False, features=None, _ds=ds):
+        def _run(out_dir, quick=False, seed=0, progress=False, features=None, overrides=None, _ds=ds):
             return run_zsl(_ds, out_dir, quick=quick, seed=seed, progress=progress,
-                           features=tuple(features) if features else None)
+                           features=tuple(features) if features else None, overrides=overrides)
 
         register_experiment(
             f"zsl-{ds}",

@@ -52,6 +52,21 @@ class Objective:
                 **{k: v.detach() for k, v in self.extras.items()}}
 
 
+def adam(params, lr: float, weight_decay: float = 0.0, **kwargs: Any) -> torch.optim.Optimizer:
+    """Adam, fused into one kernel per step where torch has it for the parameters' device.
+
+    The fused implementation computes the same update as the default one
+    (the same formula, up to float rounding) and on a CPU takes about a
+    quarter of its time (``bench/bench_train.py``): the optimiser step is a
+    large part of a small model's step.
+    """
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):  # a device or dtype without the fused kernel
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **kwargs)
+
+
 class EmbeddingModel(nn.Module):
     """Base class of registered models.
 
@@ -85,7 +100,7 @@ class EmbeddingModel(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     def make_optimizers(self, lr: float, weight_decay: float = 0.0) -> list[torch.optim.Optimizer]:
-        return [torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)]
+        return [adam(self.parameters(), lr=lr, weight_decay=weight_decay)]
 
     def train_step(
         self,

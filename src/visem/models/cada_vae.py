@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Literal, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -44,8 +44,11 @@ class CADAVAEConfig:
     beta: float = 0.25  # KL weight, warmed up over progress [0, 0.93]
     cross_weight: float = 2.37  # cross-reconstruction, warmed up over [0.21, 0.75]
     distance_weight: float = 8.13  # distribution alignment, warmed up over [0.06, 0.22]
-    img_samples: int = 200  # latent samples per class with training images, for the classifier
+    img_samples: int = 200  # latent samples per seen class (from its training images), for the classifier
     side_samples: int = 400  # latent samples per class known only by its side information
+    novel_img_samples: int = 200  # few-shot: image-latent samples per novel class (from its shots)
+    novel_side_samples: int = 200  # few-shot: side-information-latent samples per novel class
+    few_shot: Literal["reference", "shots-in-vae"] = "reference"
     cls_epochs: int = 20
     cls_lr: float = 1e-3
     cls_batch: int = 32
@@ -102,19 +105,40 @@ class CADAVAE(_CADABase):
 
     Training is :meth:`_CADABase.objective`. For recognition (:meth:`class_scores`)
     a linear softmax classifier is trained on latent samples, as the
-    reference code: ``img_samples`` draws ``z ~ q(z | x)`` per class from the
-    training images of the candidate classes that have any (stored by
-    :meth:`finalize`), and ``side_samples`` draws ``z ~ q(z | s_c)`` per
-    candidate class with no training image (the unseen classes), for
-    ``cls_epochs`` epochs. The reference code keeps the classifier epoch with
-    the best test harmonic mean; visem trains a fixed number of epochs.
+    reference code (``edgarschnfld/CADA-VAE-PyTorch``, ``vaemodel.py``
+    ``train_classifier`` and ``single_experiment.py``'s ``samples_per_class``):
+    ``img_samples`` draws ``z ~ q(z | x)`` per seen class from its training
+    images (stored by :meth:`finalize`), ``side_samples`` draws
+    ``z ~ q(z | s_c)`` per candidate class with no training image (the
+    unseen classes), for ``cls_epochs`` epochs.
+
+    **Few-shot** (``few_shot="reference"``, the reference protocol): the
+    VAEs learn from the seen classes' images only (:attr:`novel_shots_in_training`
+    is False, so :func:`visem.experiments.zsl.train_zsl` keeps the shots out
+    of gradient training); the shots reach the classifier: each novel class
+    gets ``novel_img_samples`` image-latent samples from its shots and
+    ``novel_side_samples`` side-information-latent samples (the reference's
+    ``(200, 0, 200, 200)``). ``few_shot="shots-in-vae"`` is visem's earlier
+    variant: the shots join the VAEs' training images and the novel classes
+    get image-latent samples only, like seen classes.
+
+    The reference code keeps the classifier epoch with the best test
+    harmonic mean; visem trains a fixed number of epochs.
     ``embed_image`` / ``embed_class`` are the posterior means (used for
     retrieval with the class embedding as query).
     """
 
     def __init__(self, config: CADAVAEConfig) -> None:
         super().__init__(config, config.class_dim)
+        if config.few_shot not in ("reference", "shots-in-vae"):
+            raise ValueError(f"few_shot must be 'reference' or 'shots-in-vae', got {config.few_shot!r}")
         self._classifier_cache: dict[tuple, nn.Linear] = {}
+        self._novel: set[int] = set()
+
+    @property
+    def novel_shots_in_training(self) -> bool:
+        """Whether the novel classes' shots train the VAEs (False in the reference protocol)."""
+        return self.config.few_shot == "shots-in-vae"
 
     def _side(self, batch: Mapping[str, Tensor]) -> Tensor:
         return batch["class_emb"][batch["label"].long()]
@@ -133,26 +157,47 @@ class CADAVAE(_CADABase):
         glob = ids[label] if ids is not None else label
         mu, logvar = self.vae_v.encode(train["image"])
         self._train_latent = (mu, logvar, glob)
+        novel = train.get("novel_classes")
+        rows = ids if ids is not None else torch.arange(train["class_emb"].shape[0])
+        self._novel = set(rows[novel.bool()].tolist()) if novel is not None else set()
         self._classifier_cache = {}
+
+    @torch.no_grad()
+    def classifier_data(self, class_emb: Tensor, class_ids: Tensor,
+                        gen: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """The classifier's training set: ``(z, row in class_emb, source)``, source 0 = image, 1 = side latent.
+
+        Per candidate class: ``img_samples`` image latents for a seen class, ``side_samples``
+        side-information latents for a class without training images, and in the reference
+        few-shot protocol ``novel_img_samples`` + ``novel_side_samples`` of both for a novel class.
+        """
+        cfg = self.config
+        gen = gen if gen is not None else torch.Generator().manual_seed(cfg.seed)
+        feats, labels, sources = [], [], []
+        mu_s, lv_s = self.vae_s.encode(class_emb)
+        for j, cid in enumerate(class_ids.tolist()):
+            has_images = self._train_latent is not None and bool((self._train_latent[2] == cid).any())
+            reference_novel = has_images and cid in self._novel and cfg.few_shot == "reference"
+            n_img = cfg.novel_img_samples if reference_novel else (cfg.img_samples if has_images else 0)
+            n_side = cfg.novel_side_samples if reference_novel else (0 if has_images else cfg.side_samples)
+            mus, lvs = [], []
+            if n_img:
+                mu, lv, _ = (t[self._train_latent[2] == cid] for t in self._train_latent)
+                pick = torch.randint(0, mu.shape[0], (n_img,), generator=gen)
+                mus.append(mu[pick]), lvs.append(lv[pick])
+            if n_side:
+                mus.append(mu_s[j].expand(n_side, -1)), lvs.append(lv_s[j].expand(n_side, -1))
+            mu, lv = torch.cat(mus), torch.cat(lvs)
+            eps = torch.randn(mu.shape, generator=gen)
+            feats.append(mu + eps * torch.exp(0.5 * lv))
+            labels.append(torch.full((mu.shape[0],), j, dtype=torch.long))
+            sources.append(torch.cat([torch.zeros(n_img, dtype=torch.long), torch.ones(n_side, dtype=torch.long)]))
+        return torch.cat(feats), torch.cat(labels), torch.cat(sources)
 
     def _fit_classifier(self, class_emb: Tensor, class_ids: Tensor) -> nn.Linear:
         cfg = self.config
         gen = torch.Generator().manual_seed(cfg.seed)
-        feats, labels = [], []
-        with torch.no_grad():
-            mu_s, lv_s = self.vae_s.encode(class_emb)
-        for j, cid in enumerate(class_ids.tolist()):
-            if self._train_latent is not None and bool((self._train_latent[2] == cid).any()):
-                mu, lv, _ = (t[self._train_latent[2] == cid] for t in self._train_latent)
-                pick = torch.randint(0, mu.shape[0], (cfg.img_samples,), generator=gen)
-                mu, lv = mu[pick], lv[pick]
-            else:
-                mu = mu_s[j].expand(cfg.side_samples, -1)
-                lv = lv_s[j].expand(cfg.side_samples, -1)
-            eps = torch.randn(mu.shape, generator=gen)
-            feats.append(mu + eps * torch.exp(0.5 * lv))
-            labels.append(torch.full((mu.shape[0],), j, dtype=torch.long))
-        x, y = torch.cat(feats).detach(), torch.cat(labels)
+        x, y, _ = self.classifier_data(class_emb, class_ids, gen)
         clf = nn.Linear(cfg.latent_dim, class_emb.shape[0])
         with torch.random.fork_rng():
             torch.manual_seed(cfg.seed)

@@ -18,15 +18,16 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from visem.losses import kl_diag_gaussians, mmd, wasserstein2_diag
-from visem.models.base import Objective, check_finite
+from visem.losses import kl_diag_gaussians, median_bandwidth, mmd, wasserstein2_diag
+from visem.models.base import Objective, adam, check_finite
 from visem.models.cmr import CrossModalModel, cross_modal_map
 from visem.models.layers import VAE, mlp
 from visem.models.registry import register_model
 
 __all__ = ["LCALE", "LCALEConfig", "cross_modal_map", "squared_error"]
 
-REC_REDUCTIONS = ("sum", "mean")
+REDUCTIONS = ("sum", "mean")
+BANDWIDTHS = ("median", "fixed")
 
 
 def squared_error(a: Tensor, b: Tensor, reduction: str = "sum") -> Tensor:
@@ -35,6 +36,13 @@ def squared_error(a: Tensor, b: Tensor, reduction: str = "sum") -> Tensor:
     d = (a - b).pow(2)
     per = d.sum(dim=-1) if reduction == "sum" else d.mean(dim=-1)
     return per.mean()
+
+
+def kl_term(mu: Tensor, logvar: Tensor, reduction: str = "sum") -> Tensor:
+    """``KL(q || N(0, I))`` per sample, summed (``"sum"``) or averaged (``"mean"``) over the latent dims, then
+    averaged over the batch."""
+    kl = kl_diag_gaussians(mu, logvar)
+    return (kl if reduction == "sum" else kl / mu.shape[-1]).mean()
 
 
 @dataclass
@@ -50,7 +58,8 @@ class LCALEConfig:
     lam: float = 0.1  # L_CA2
     gamma: float = 0.01  # L_CYC
     mmd_sigmas: tuple[float, ...] = (1.0, 2.0, 4.0)
-    rec_reduction: str = "sum"  # squared errors over the feature dimensions: "sum" or "mean"
+    mmd_bandwidth: str = "median"  # "median": mmd_sigmas are multiples of the median heuristic; "fixed": as given
+    reduction: str = "mean"  # squared errors and KL over their dimensions: "mean" (PyTorch's defaults) or "sum"
     use_cr: bool = True
     use_ca1: bool = True
     use_ca2: bool = True
@@ -91,8 +100,10 @@ class LCALE(CrossModalModel):
 
     def __init__(self, config: LCALEConfig) -> None:
         super().__init__(config)
-        if config.rec_reduction not in REC_REDUCTIONS:
-            raise ValueError(f"rec_reduction must be one of {REC_REDUCTIONS}, got {config.rec_reduction!r}")
+        if config.reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {config.reduction!r}")
+        if config.mmd_bandwidth not in BANDWIDTHS:
+            raise ValueError(f"mmd_bandwidth must be one of {BANDWIDTHS}, got {config.mmd_bandwidth!r}")
         h, k = tuple(config.hidden), config.latent_dim
         self.vae_v = VAE(config.image_dim, h, k)
         self.vae_t = VAE(config.text_dim, h, k)
@@ -110,28 +121,39 @@ class LCALE(CrossModalModel):
         return self.vae_c.encode(class_emb)[0]
 
     def objective(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> Objective:
+        return self._objective(batch, encoders=True)
+
+    def _objective(self, batch: Mapping[str, Tensor], encoders: bool) -> Objective:
+        """Eq. 9's terms; with ``encoders=False`` the encoders run without gradient and only the terms
+        that depend on the decoders are formed (the reconstructions, L_CR, L_CYC): Algorithm 1's decoder
+        step, whose gradient is the same as that of the whole of Eq. 9."""
         cfg = self.config
-        sq = lambda a, b: squared_error(a, b, cfg.rec_reduction)  # noqa: E731
+        sq = lambda a, b: squared_error(a, b, cfg.reduction)  # noqa: E731
         xs = {"v": batch["image"], "t": batch["text"], "c": batch["class_emb"][batch["label"].long()]}
         vaes = {"v": self.vae_v, "t": self.vae_t, "c": self.vae_c}
-        stats = {m: vaes[m].encode(xs[m]) for m in xs}
-        z = {m: vaes[m].sample(*stats[m]) for m in xs}
+        with torch.set_grad_enabled(encoders and torch.is_grad_enabled()):
+            stats = {m: vaes[m].encode(xs[m]) for m in xs}
+            z = {m: vaes[m].sample(*stats[m]) for m in xs}
         dec = {m: vaes[m].decoder(z[m]) for m in xs}
-        terms = {"vae": sum(sq(xs[m], dec[m]) + kl_diag_gaussians(*stats[m]).mean() for m in xs)}
+        rec = sum(sq(xs[m], dec[m]) for m in xs)
+        terms = {"vae": rec + sum(kl_term(*stats[m], cfg.reduction) for m in xs) if encoders else rec}
         weights = {"vae": 1.0}
         if cfg.use_cr:
             terms["cr"] = sum(sq(xs[n], vaes[n].decoder(z[m])) for m in xs for n in xs if n != m)
             weights["cr"] = cfg.alpha
+        if cfg.use_cyc:
+            terms["cyc"] = sq(xs["c"], self.reg_v(dec["v"])) + sq(xs["c"], self.reg_t(dec["t"]))
+            weights["cyc"] = cfg.gamma
+        if not encoders:
+            return Objective(terms, weights)
         if cfg.use_ca1:
             terms["ca1"] = (wasserstein2_diag(*stats["v"], *stats["c"])
                             + wasserstein2_diag(*stats["t"], *stats["c"])).mean()
             weights["ca1"] = cfg.beta
         if cfg.use_ca2:
-            terms["ca2"] = mmd(z["v"], z["t"], sigmas=cfg.mmd_sigmas)
+            scale = median_bandwidth(z["v"], z["t"]) if cfg.mmd_bandwidth == "median" else 1.0
+            terms["ca2"] = mmd(z["v"], z["t"], sigmas=tuple(scale * s for s in cfg.mmd_sigmas))
             weights["ca2"] = cfg.lam
-        if cfg.use_cyc:
-            terms["cyc"] = sq(xs["c"], self.reg_v(dec["v"])) + sq(xs["c"], self.reg_t(dec["t"]))
-            weights["cyc"] = cfg.gamma
         return Objective(terms, weights)
 
     def _groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter], list[nn.Parameter]]:
@@ -145,7 +167,7 @@ class LCALE(CrossModalModel):
         return self._groups()[0]
 
     def make_optimizers(self, lr: float, weight_decay: float = 0.0) -> list[torch.optim.Optimizer]:
-        return [torch.optim.Adam(g, lr=lr, weight_decay=weight_decay) for g in self._groups()]
+        return [adam(g, lr=lr, weight_decay=weight_decay) for g in self._groups()]
 
     def train_step(self, batch: Mapping[str, Tensor], optimizers: list[torch.optim.Optimizer],
                    progress: float = 0.0, grad_clip: float | None = None) -> dict[str, Tensor]:
@@ -154,7 +176,7 @@ class LCALE(CrossModalModel):
         first: dict[str, Tensor] = {}
         for i, (params, opt) in enumerate(zip(groups[:2], optimizers[:2])):
             self.zero_grad(set_to_none=True)
-            terms = self.loss(batch, progress)
+            terms = self._objective(batch, encoders=i == 0).log()
             check_finite(terms)
             if i == 0:
                 first = terms
@@ -174,7 +196,7 @@ class LCALE(CrossModalModel):
 
     def _cyc_only(self, batch: Mapping[str, Tensor]) -> Tensor:
         """``gamma * L_CYC`` with the VAEs detached (the regressors' objective in Alg. 1 line 5)."""
-        sq = lambda a, b: squared_error(a, b, self.config.rec_reduction)  # noqa: E731
+        sq = lambda a, b: squared_error(a, b, self.config.reduction)  # noqa: E731
         x_c = batch["class_emb"][batch["label"].long()]
         with torch.no_grad():
             d_v = self.vae_v.decoder(self.vae_v.sample(*self.vae_v.encode(batch["image"])))

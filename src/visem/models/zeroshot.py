@@ -25,7 +25,13 @@ Batches of the zero-shot models hold ``image`` ``(B, image_dim)``, ``label``
 ``(C, class_dim)`` (the side information of the classes the model may
 predict; a static tensor in the trainer). Transductive training adds
 ``unlabeled`` ``(U, image_dim)`` (unlabelled images) and optionally
-``unlabeled_classes`` ``(C,)`` bool, the classes those images may belong to.
+``unlabeled_classes`` ``(C,)`` bool, the classes those images may belong to,
+and ``labeled_classes`` ``(C,)`` bool, the classes that have labelled images
+(the negatives a labelled image is ranked against).
+
+:meth:`ZeroShotModel.prepare` runs once before gradient training (input
+statistics) and :meth:`ZeroShotModel.finalize` once after it, both with the
+whole training set.
 
 The closed-form models (ESZSL, SAE) also define their objective as
 :meth:`loss`, so gradient training works and the tests can check that the
@@ -65,19 +71,23 @@ __all__ = [
 # --------------------------------------------------------------------------
 # shared pieces
 # --------------------------------------------------------------------------
-def class_hinge_loss(scores: Tensor, label: Tensor, margin: float = 0.1) -> Tensor:
-    r"""Hinge rank loss of each sample's class against every other class.
+def class_hinge_loss(scores: Tensor, label: Tensor, margin: float = 0.1, candidates: Tensor | None = None,
+                     reduction: Literal["mean", "sum"] = "mean") -> Tensor:
+    r"""Hinge rank loss of each sample's class against every other candidate class.
 
     DeViSE (Frome et al. 2013, Eq. 1) and ReViSE's supervised term (seed 000)::
 
-        l_i = sum_{j != y_i} [margin - S[i, y_i] + S[i, j]]_+
+        l_i = sum_{j != y_i, j in candidates} [margin - S[i, y_i] + S[i, j]]_+
 
-    averaged over the batch.
+    averaged (``reduction="mean"``) or summed (``"sum"``) over the batch.
 
     Args:
         scores: ``(B, C)`` compatibility of each sample with each class.
         label: ``(B,)`` integer class index of each sample, in ``[0, C)``.
         margin: the margin (0.1 in DeViSE).
+        candidates: optional ``(C,)`` bool mask of the classes the samples
+            are ranked against (default: all); every label must be one.
+        reduction: ``"mean"`` or ``"sum"`` over the batch.
 
     Returns:
         0-d tensor.
@@ -89,10 +99,20 @@ def class_hinge_loss(scores: Tensor, label: Tensor, margin: float = 0.1) -> Tens
     if label.numel() and (int(label.min()) < 0 or int(label.max()) >= scores.shape[1]):
         raise ValueError(f"label values must lie in [0, {scores.shape[1]}), got range "
                          f"[{int(label.min())}, {int(label.max())}]")
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     pos = scores.gather(1, label[:, None])
     cost = (margin - pos + scores).clamp(min=0)
-    cost = cost.masked_fill(F.one_hot(label, scores.shape[1]).bool(), 0.0)
-    return cost.sum(dim=1).mean()
+    off = F.one_hot(label, scores.shape[1]).bool()
+    if candidates is not None:
+        candidates = candidates.bool()
+        if candidates.shape != (scores.shape[1],):
+            raise ValueError(f"candidates must be ({scores.shape[1]},) bool, got shape {tuple(candidates.shape)}")
+        if label.numel() and not bool(candidates[label].all()):
+            raise ValueError("every label must be one of the candidate classes")
+        off = off | ~candidates[None, :]
+    per_sample = cost.masked_fill(off, 0.0).sum(dim=1)
+    return per_sample.sum() if reduction == "sum" else per_sample.mean()
 
 
 def _check_batch(batch: Mapping[str, Tensor], image_dim: int, class_dim: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -139,6 +159,9 @@ class ZeroShotModel(EmbeddingModel):
         finally:
             self.train(was)
 
+    def prepare(self, train: Mapping[str, Tensor]) -> None:
+        """Called once before gradient training with the whole training set (input statistics); no-op by default."""
+
     def finalize(self, train: Mapping[str, Tensor]) -> None:
         """Called once after gradient training with the whole training set."""
 
@@ -167,66 +190,122 @@ class ReViSEConfig:
     code_dim: int = 32
     activation: Literal["sigmoid", "tanh"] = "sigmoid"
     margin: float = 0.1
-    rec_weight: float = 1.0  # weight of both reconstruction terms
-    contractive_weight: float = 0.1
-    mmd_weight: float = 1.0
+    rec_weight: float = 0.01  # alpha: both reconstructions (squared errors summed over dimensions)
+    contractive_weight: float = 0.1  # lambda of the contractive penalty
+    mmd_weight: float = 10.0  # beta: one MMD per batch against per-sample terms summed over the batch
     mmd_sigmas: tuple[float, ...] = (0.5, 1.0, 2.0)
+    standardize_side: bool = True  # centre + scale the side information with the training classes' statistics
     adapt_weight: float = 0.0  # > 0 turns on the unsupervised-data adaptation
     adapt_start: float = 0.5  # fraction of training after which it starts
+    reduction: Literal["sum", "mean"] = "sum"  # "mean": per-element means (the reading visem used before)
 
 
 @register_model("revise", config=ReViSEConfig, family="zeroshot",
                 paper="seed 000 (ReViSE, Tsai et al. ICCV 2017)")
 class ReViSE(ZeroShotModel):
-    """ReViSE: contractive visual AE + textual AE, hinge ranking, MMD, self-training adaptation.
+    r"""ReViSE: contractive visual AE + textual AE, hinge ranking, MMD, self-training adaptation.
 
-    Terms of :meth:`loss` (seed 000; the copy is cut before the method, the
-    choices below follow the published paper and are written out where it is
-    vague):
+    Seed 000 (``000_ad0c7029bf7aca8c.txt``) is cut before its method
+    section: the terms below follow the method as ``shared/seeds/README.md``
+    summarises it; the seed copy gives no equation numbers and no weights,
+    so the reductions and the weights are visem's choices, written out here
+    and measured in ``docs/zeroshot.md`` ("Term shares").
 
-    * visual contractive auto-encoder: ``h_v = act(W_v x + b_v)``,
-      ``x' = D_v h_v`` (linear decoder); ``rec_v = mean_i mean_d (x - x')^2``
-      and ``contractive = mean_i ||J_{h_v}(x_i)||_F^2``
-      (:func:`visem.losses.contractive_penalty`, Rifai et al. 2011);
-    * textual auto-encoder on the side information of every class in
-      ``class_emb``: ``h_t = act(W_t s + b_t)``, ``rec_t`` likewise;
-    * supervised term: :func:`class_hinge_loss` on ``h_v @ h_t.T`` (the inner
-      product of the codes is the compatibility), true class vs every other
-      class of ``class_emb``;
-    * ``mmd``: Gaussian-kernel MMD (:func:`visem.losses.mmd`, a sum of
-      bandwidths ``mmd_sigmas``) between the visual codes of the batch -- plus
-      the unlabelled images' codes when the batch has ``unlabeled``
-      (transductive) -- and the textual codes of the classes of
-      ``class_emb`` (each class once: the textual distribution is uniform over
-      the classes);
-    * ``adapt`` (unsupervised-data adaptation): from ``adapt_start`` of
-      training on, the current model labels the unlabelled images
-      (:meth:`pseudo_labels`, restricted to ``unlabeled_classes`` when given)
-      and these labels enter the same hinge term, weighted by
-      ``adapt_weight``. The labels are recomputed at every step from the
-      current model, so prediction and adaptation iterate. Labelled images
-      keep their given labels.
+    Per image ``x_i`` of the batch (the labelled images, and in the
+    transductive setting the unlabelled ones ``u_k`` too, since the visual
+    auto-encoder learns from both):
 
-    ``loss = sup + rec_weight (rec_v + rec_t) + contractive_weight contractive
-    + mmd_weight mmd + adapt_weight adapt``.
+    * visual contractive auto-encoder (Rifai et al. 2011):
+      ``h = act(W_v x + b_v)``, linear decoder ``x' = D_v h``;
+      ``rec_v = sum_i ||x_i - x'_i||^2`` (squared error summed over the
+      feature dimensions) and ``contractive = sum_i ||J_h(x_i)||_F^2``
+      (:func:`visem.losses.contractive_penalty`), the pairing of Rifai et
+      al.'s ``J_CAE = sum_x L(x, g(f(x))) + lambda ||J_f(x)||_F^2``;
+    * textual auto-encoder on the side information, same shape, no
+      contractive term: each labelled image pairs with its class's side
+      information, ``rec_t = sum_i ||s_{y_i} - s'_{y_i}||^2``;
+    * supervised term: hinge ranking of the compatibility (the inner product
+      of the codes) of each labelled image with its class against every
+      other class that has labelled images (``labeled_classes``; in the
+      transductive setting the unseen classes are *not* negatives of the
+      labelled images), ``sup = sum_i sum_{j != y_i} [margin - h_i.t_{y_i}
+      + h_i.t_j]_+`` (:func:`class_hinge_loss`);
+    * ``mmd``: one Gaussian-kernel MMD per batch (:func:`visem.losses.mmd`,
+      bandwidths ``mmd_sigmas``) between the visual codes of every image of
+      the batch (labelled and unlabelled) and the textual codes of the
+      classes of ``class_emb``, each class once;
+    * ``adapt`` (the unsupervised-data adaptation): from ``adapt_start`` of
+      training on, the current model labels each unlabelled image among
+      ``unlabeled_classes`` (:meth:`pseudo_labels`) and these labels enter
+      the same hinge, ranked against those classes. The labels are
+      recomputed at every step, so prediction and adaptation iterate.
+
+    ``loss = sup + rec_weight (rec_v + rec_t) + contractive_weight
+    contractive + mmd_weight mmd + adapt_weight adapt``.
+
+    **Reductions.** Every per-sample term is summed over the batch, the
+    reconstructions over their dimensions, and the MMD is one statistic of
+    the batch (as an objective written as sums over the data reads); the
+    weights assume exactly that: ``mmd_weight`` weighs one MMD against
+    sums over ``B`` images, ``rec_weight`` a sum over the feature
+    dimensions. ``reduction="mean"`` gives the per-element means visem used
+    before (each term a batch mean, reconstructions a mean over dimensions);
+    with it the MMD carried most of the encoders' gradient and collapsed the
+    visual codes onto the textual ones (see ``docs/zeroshot.md``).
+
+    **Side information** is centred and scaled by one number (its root mean
+    square after centring) with the statistics of the training classes
+    (:meth:`prepare`), as the image features are z-scored: raw attribute
+    vectors (Xian et al.'s are l2-normalised, entries near 0.1) otherwise
+    leave every class code at ``act(b_t)`` and the textual reconstruction
+    without gradient. Without :meth:`prepare` the side information is used
+    as given.
     """
 
     def __init__(self, config: ReViSEConfig) -> None:
         super().__init__(config)
+        if config.reduction not in ("sum", "mean"):
+            raise ValueError(f"reduction must be 'sum' or 'mean', got {config.reduction!r}")
         h = config.code_dim
         self.enc_v = nn.Linear(config.image_dim, h)
         self.dec_v = nn.Linear(h, config.image_dim)
         self.enc_t = nn.Linear(config.class_dim, h)
         self.dec_t = nn.Linear(h, config.class_dim)
+        self.register_buffer("side_mean", torch.zeros(config.class_dim))
+        self.register_buffer("side_scale", torch.ones(()))
 
     def _act(self, a: Tensor) -> Tensor:
         return torch.sigmoid(a) if self.config.activation == "sigmoid" else torch.tanh(a)
+
+    @torch.no_grad()
+    def prepare(self, train: Mapping[str, Tensor]) -> None:
+        """Fit the side-information centring and scale on the training classes (``standardize_side``).
+
+        ``train["class_emb"]`` rows of the classes with labelled images
+        (``train["labeled_classes"]`` when given, else every row).
+        """
+        if not self.config.standardize_side:
+            return
+        s = train["class_emb"]
+        keep = train.get("labeled_classes")
+        if keep is not None:
+            s = s[keep.bool()]
+        mean = s.mean(0)
+        rms = float((s - mean).pow(2).mean().sqrt())
+        self.side_mean.copy_(mean)
+        self.side_scale.fill_(rms if rms > 1e-12 else 1.0)
+
+    def _side(self, class_emb: Tensor) -> Tensor:
+        return (class_emb - self.side_mean) / self.side_scale
 
     def embed_image(self, image: Tensor) -> Tensor:
         return self._act(self.enc_v(image))
 
     def embed_class(self, class_emb: Tensor) -> Tensor:
-        return self._act(self.enc_t(class_emb))
+        return self._act(self.enc_t(self._side(class_emb)))
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        return [*self.enc_v.parameters(), *self.enc_t.parameters()]
 
     @torch.no_grad()
     def pseudo_labels(self, image: Tensor, label: Tensor, class_emb: Tensor,
@@ -244,36 +323,63 @@ class ReViSE(ZeroShotModel):
         label = label.long()
         return torch.where(label >= 0, label, pred)
 
-    def loss(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> dict[str, Tensor]:
+    def _reduce(self, per_sample: Tensor) -> Tensor:
+        return per_sample.sum() if self.config.reduction == "sum" else per_sample.mean()
+
+    def _sq_error(self, a: Tensor, b: Tensor) -> Tensor:
+        """Per-row squared error: summed over dimensions (``"sum"``) or averaged (``"mean"``)."""
+        e = (a - b).pow(2)
+        return e.sum(-1) if self.config.reduction == "sum" else e.mean(-1)
+
+    def objective(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> Objective:
         cfg = self.config
         x, y, s = _check_batch(batch, cfg.image_dim, cfg.class_dim)
-        a_v = self.enc_v(x)
-        h_v = self._act(a_v)
-        rec_v = F.mse_loss(self.dec_v(h_v), x)
-        contr = contractive_penalty(h_v, self.enc_v.weight, cfg.activation)
-        h_t = self.embed_class(s)
-        rec_t = F.mse_loss(self.dec_t(h_t), s)
-        sup = class_hinge_loss(h_v @ h_t.T, y, cfg.margin)
-        codes_v = h_v
-        adapt = torch.zeros((), device=x.device)
+        c = s.shape[0]
+        labeled = _class_mask(batch, "labeled_classes", c, s.device)
         u = batch.get("unlabeled")
-        if u is not None and u.shape[0] > 0:
-            h_u = self.embed_image(u)
-            codes_v = torch.cat([h_v, h_u])
-            if cfg.adapt_weight > 0 and progress >= cfg.adapt_start:
-                unl = torch.full((u.shape[0],), -1, dtype=torch.long, device=u.device)
-                pseudo = self.pseudo_labels(u, unl, s, batch.get("unlabeled_classes"))
-                adapt = class_hinge_loss(h_u @ h_t.T, pseudo, cfg.margin)
-        dist = mmd(codes_v, h_t, sigmas=cfg.mmd_sigmas)
-        total = (sup + cfg.rec_weight * (rec_v + rec_t) + cfg.contractive_weight * contr
-                 + cfg.mmd_weight * dist + cfg.adapt_weight * adapt)
-        return {"loss": total, "sup": sup.detach(), "rec_v": rec_v.detach(), "rec_t": rec_t.detach(),
-                "contractive": contr.detach(), "mmd": dist.detach(), "adapt": adapt.detach()}
+        n_u = 0 if u is None else int(u.shape[0])
+        if n_u and (u.dim() != 2 or u.shape[1] != cfg.image_dim):
+            raise ValueError(f"unlabeled must be (U, {cfg.image_dim}), got shape {tuple(u.shape)}")
+        xv = torch.cat([x, u]) if n_u else x
+        h_all = self.embed_image(xv)  # visual codes of labelled + unlabelled images
+        h_v, h_u = h_all[: x.shape[0]], h_all[x.shape[0]:]
+        rec_v = self._reduce(self._sq_error(self.dec_v(h_all), xv))
+        contr = contractive_penalty(h_all, self.enc_v.weight, cfg.activation, reduction=cfg.reduction)
+        s_in = self._side(s)
+        h_t = self._act(self.enc_t(s_in))
+        err_t = self._sq_error(self.dec_t(h_t), s_in)  # (C,)
+        rec_t = self._reduce(err_t[y])  # each labelled image with its class's side information
+        sup = class_hinge_loss(h_v @ h_t.T, y, cfg.margin, candidates=labeled, reduction=cfg.reduction)
+        dist = mmd(h_all, h_t, sigmas=cfg.mmd_sigmas)
+        adapt, w_adapt = torch.zeros((), device=x.device, dtype=x.dtype), 0.0
+        if n_u and cfg.adapt_weight > 0 and progress >= cfg.adapt_start:
+            cand = _class_mask(batch, "unlabeled_classes", c, s.device)
+            scores_u = h_u @ h_t.T
+            with torch.no_grad():
+                pseudo = scores_u.masked_fill(~cand[None, :], float("-inf")).argmax(dim=1)
+            adapt = class_hinge_loss(scores_u, pseudo, cfg.margin, candidates=cand, reduction=cfg.reduction)
+            w_adapt = cfg.adapt_weight
+        return Objective(
+            {"sup": sup, "rec_v": rec_v, "rec_t": rec_t, "contractive": contr, "mmd": dist, "adapt": adapt},
+            {"rec_v": cfg.rec_weight, "rec_t": cfg.rec_weight, "contractive": cfg.contractive_weight,
+             "mmd": cfg.mmd_weight, "adapt": w_adapt})
 
     def example_batch(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
         batch = super().example_batch(n, generator)
         batch["unlabeled"] = torch.randn(n, self.config.image_dim, generator=generator)
         return batch
+
+
+def _class_mask(batch: Mapping[str, Tensor], key: str, n_classes: int, device: torch.device) -> Tensor:
+    """``batch[key]`` as a ``(C,)`` bool mask of classes (every class when absent)."""
+    m = batch.get(key)
+    if m is None:
+        return torch.ones(n_classes, dtype=torch.bool, device=device)
+    if m.shape != (n_classes,):
+        raise ValueError(f"{key} must be a ({n_classes},) bool mask over class_emb's rows, got shape {tuple(m.shape)}")
+    if not bool(m.bool().any()):
+        raise ValueError(f"{key} marks no class")
+    return m.bool()
 
 
 # --------------------------------------------------------------------------
