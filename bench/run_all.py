@@ -34,6 +34,7 @@ from _measure import Row, machine  # noqa: E402
 import bench_ann  # noqa: E402
 import bench_metrics  # noqa: E402
 import bench_pse  # noqa: E402
+import bench_train  # noqa: E402
 
 
 def fmt_seconds(row: Row, value: float | None) -> str:
@@ -70,6 +71,7 @@ def main() -> None:
     p.add_argument("--ann-queries", type=int, default=1000)
     p.add_argument("--pse-steps", type=int, default=200)
     p.add_argument("--pse-batch", type=int, default=100)
+    p.add_argument("--train-steps", type=int, default=20)
     args = p.parse_args()
     if args.full:
         args.queries, args.vsepp_images = 30000, 5000
@@ -87,6 +89,8 @@ def main() -> None:
     rows += bench_ann.peer_rows(args.ann_size, args.ann_dim, args.ann_queries, ann_cmd)
     rows += bench_pse.rows(args.pse_steps, args.pse_batch, f"python bench/bench_pse.py --steps {args.pse_steps} "
                            f"--batch {args.pse_batch}")
+    train_cmd = f"python bench/bench_train.py --steps {args.train_steps} --threads 1,2"
+    rows += bench_train.rows(list(bench_train.SIZES), args.train_steps, [1, 2], train_cmd)
     end_machine = machine()
     minutes = (time.perf_counter() - t0) / 60
     m = start_machine

@@ -148,7 +148,8 @@ def test_zscmr_mat_quick_seeded_split_with_class_names(tmp_path, crossmodal_writ
     assert cfg["class_embedding"] == "glove-6b-50d class names"
     assert cfg["pairs"] == {"train": 270, "test": 90}
     ids = [(r["model"], r["setting"]) for r in res["rows"]]
-    assert ids == [(m, s) for m, s, *_ in _CMR_RUNS] + [("random", "floor")]
+    # every run but LCALE's summed reading (a --set extra, measured once in docs/zeroshot.md)
+    assert ids == [(m, s) for m, s, *_ in _CMR_RUNS if s != "summed terms"] + [("random", "floor")]
     for r in res["rows"]:
         assert r["dataset"] == "toywiki"
         assert all(0.0 <= r[k] <= 1.0 for k in CMR_KEYS)

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 import visem.experiments.pse as E
+import visem.models.pse as P
+import visem.models.pse_eval as PE
 from visem.experiments import format_table, get_experiment, reproduce
 from visem.models import build_model
 
@@ -73,8 +75,24 @@ def test_reconstruction_error_is_the_bernoulli_nll_in_nats():
     x = torch.tensor([[1.0, 1.0], [0.0, 0.5]])
     want = [-(math.log(0.5) + math.log(0.75)),
             -(math.log(0.5) + 0.5 * math.log(0.75) + 0.5 * math.log(0.25))]
-    got = E.reconstruction_error(m, x, torch.tensor([0, 1]), torch.eye(2), chunk=1)
+    got = PE.reconstruction_error(m, x, torch.tensor([0, 1]), torch.eye(2), chunk=1)
     assert got == pytest.approx(sum(want) / 2, abs=1e-6)
+    assert E.reconstruction_error is PE.reconstruction_error  # the experiments use the models' evaluation
+
+
+def test_reconstruction_from_the_posterior_mean_decodes_mu():
+    torch.manual_seed(0)
+    m = build_model("pse", {"latent_dim": 2, "hidden": (5,)}, dims={"image_dim": 4, "class_dim": 2, "n_classes": 2})
+    x = torch.rand(6, 4, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 0, 1, 0, 1])
+    with torch.no_grad():
+        mu, _ = m.image_encoder(x)
+        want = float(P.bernoulli_nll(m.image_decoder(mu), x).mean())
+    assert PE.reconstruction_error(m, x, y, torch.eye(2), decode="mean", chunk=4) == pytest.approx(want, rel=1e-6)
+    # a sample differs from the mean (the variance is not 0)
+    assert PE.reconstruction_error(m, x, y, torch.eye(2), seed=3) != pytest.approx(want, rel=1e-6)
+    with pytest.raises(ValueError, match="decode"):
+        PE.reconstruction_error(m, x, y, torch.eye(2), decode="mode")
 
 
 class _Annotator(nn.Module):
@@ -92,18 +110,21 @@ def test_annotation_accuracy_is_the_percent_of_right_labels_in_chunks():
     x = torch.arange(7.0)[:, None].repeat(1, 3)  # image i carries its index
     labels = torch.tensor([0, 1, 2, 0, 1, 2, 0])
     model = _Annotator(torch.tensor([0, 1, 2, 1, 1, 0, 0]))  # 5 of 7 right
-    assert E.annotation_accuracy(model, x, labels, torch.eye(3), chunk=3) == pytest.approx(500 / 7)
+    assert PE.annotation_accuracy(model, x, labels, torch.eye(3), chunk=3) == pytest.approx(500 / 7)
 
 
 class _LabelPainter(nn.Module):
-    """'Generates' 784-pixel images whose first pixel is (label + 0.5) / 10."""
+    """'Generates' 784-pixel images whose first pixel is (label + 0.5) / 10: z is the label index."""
 
     can_annotate = True
+    conditional_decoder = False
 
-    def generate(self, vectors, n, generator=None):
-        k = int(vectors.argmax())
-        img = torch.zeros(n, 784)
-        img[:, 0] = (k + 0.5) / 10
+    def sample_latent(self, vectors, n, generator=None):
+        return vectors.argmax(1).float().repeat_interleave(n)[:, None]
+
+    def decode(self, z, label_vectors=None):
+        img = torch.full((z.shape[0], 784), -30.0)  # sigmoid -> 0
+        img[:, 0] = torch.logit((z[:, 0] + 0.5) / 10)
         return img
 
 
@@ -121,19 +142,47 @@ class _PixelReader(nn.Module):
 
 
 def test_generation_accuracy_counts_images_classified_as_their_label():
-    out = E.generation_accuracy(_LabelPainter(), _PixelReader(), torch.eye(10), n_per_label=7, repeats=3, chunk=3)
+    out = PE.generation_accuracy(_LabelPainter(), _PixelReader(), torch.eye(10), n_per_label=7, repeats=3, chunk=3)
     assert out["mean"] == 100.0 and out["std"] == 0.0 and out["per_repeat"] == [100.0] * 3
-    out = E.generation_accuracy(_LabelPainter(), _PixelReader(wrong=(2, 5, 9)), torch.eye(10), n_per_label=5,
-                                repeats=1)
+    # chunks of 4 straddle the label boundaries (7 images per label)
+    out = PE.generation_accuracy(_LabelPainter(), _PixelReader(wrong=(2, 5, 9)), torch.eye(10), n_per_label=7,
+                                 repeats=1, chunk=4)
     assert out["mean"] == pytest.approx(70.0)
     with pytest.raises(ValueError, match="n_per_label"):
-        E.generation_accuracy(_LabelPainter(), _PixelReader(), torch.eye(10), n_per_label=0)
+        PE.generation_accuracy(_LabelPainter(), _PixelReader(), torch.eye(10), n_per_label=0)
+
+
+def test_generated_predictions_match_a_per_label_loop():
+    """The batched scorer equals a naive loop over labels and images of the same latent samples."""
+    torch.manual_seed(0)
+    for name in ("pse", "cvae"):
+        m = build_model(name, {"latent_dim": 3}, dims={"image_dim": 784, "class_dim": 10, "n_classes": 10}).eval()
+        cnn = _PixelReader()
+        emb = torch.eye(10)
+        got = PE.generated_predictions(m, cnn, emb, 13, torch.Generator().manual_seed(4), chunk=7)
+        z = m.sample_latent(emb, 13, torch.Generator().manual_seed(4))
+        want = torch.empty(10, 13, dtype=torch.long)
+        with torch.no_grad():
+            for k in range(10):
+                for j in range(13):
+                    zz = z[k * 13 + j : k * 13 + j + 1]
+                    img = torch.sigmoid(m.decode(zz, emb[k : k + 1] if m.conditional_decoder else None))
+                    want[k, j] = cnn(img).argmax(1)[0]
+        assert torch.equal(got, want)
+
+
+def test_classify_generated_gives_class_fractions():
+    frac = PE.classify_generated(_LabelPainter(), _PixelReader(wrong=(3,)), torch.eye(10)[[1, 3]], n=6, n_classes=10)
+    want = torch.zeros(2, 10)
+    want[0, 1] = 1.0
+    want[1, 4] = 1.0  # label 3 is read as 4
+    torch.testing.assert_close(frac, want)
 
 
 def test_generation_accuracy_std_is_over_repeats():
     torch.manual_seed(0)
     m = build_model("pse", {"latent_dim": 2}, dims={"image_dim": 784, "class_dim": 10, "n_classes": 10})
-    out = E.generation_accuracy(m, _PixelReader(), torch.eye(10), n_per_label=50, repeats=4, seed=1)
+    out = PE.generation_accuracy(m, _PixelReader(), torch.eye(10), n_per_label=50, repeats=4, seed=1)
     assert len(out["per_repeat"]) == 4
     vals = torch.tensor(out["per_repeat"], dtype=torch.float64)
     assert out["std"] == pytest.approx(float(vals.std()), abs=1e-9)
@@ -187,22 +236,97 @@ def test_train_from_the_packaged_config(tmp_path):
 # --------------------------------------------------------------------------
 # --quick end to end
 # --------------------------------------------------------------------------
-def test_quick_pse_mnist_end_to_end(tmp_path):
-    results = reproduce("pse-mnist", tmp_path, quick=True)
+def test_quick_pse_mnist_end_to_end(tmp_path, one_thread):
+    results = reproduce("pse-mnist", tmp_path, quick=True, overrides={"workers": 1, "long": {"steps": [60]}})
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["rows"] == results["rows"]
-    rows = {(r["model"], r["latent_dim"]): r for r in results["rows"]}
-    assert set(rows) == {(m, 10) for m in E.MODEL_ORDER}
+    rows = {(r["model"], r["latent_dim"], r.get("setting")): r for r in results["rows"]}
+    floor = rows.pop(("random-floor", 0, "per-pixel mean image, chance labels"))
+    assert floor["annotation_accuracy"] == floor["generation_accuracy"] == 10.0
+    assert floor["reconstruction_error"] > max(r["reconstruction_error"] for r in rows.values())
+    assert set(rows) == {(m, 10, None) for m in E.MODEL_ORDER} | {("pse", 10, "60 steps")}
     for r in rows.values():
-        assert set(CONTRACT) <= set(r)
+        assert set(CONTRACT) <= set(r) and r["n_runs"] == 1
         assert math.isfinite(r["reconstruction_error"]) and 0 <= r["generation_accuracy"] <= 100
-    assert rows[("cvae", 10)]["annotation_accuracy"] is None
+    assert rows[("cvae", 10, None)]["annotation_accuracy"] is None
     # annotation of PSE on MNIST: far above the 10% of chance after 400 steps (2,000 reach ~88%)
-    assert rows[("pse", 10)]["annotation_accuracy"] > 40.0
-    assert rows[("pse-star", 10)]["annotation_accuracy"] > 40.0
+    assert rows[("pse", 10, None)]["annotation_accuracy"] > 40.0
+    assert rows[("pse-star", 10, None)]["annotation_accuracy"] > 40.0
+    cfg = results["config"]
+    assert cfg["quick"] and cfg["settings"]["train"]["steps"] == 400 and cfg["settings"]["long"]["steps"] == [60]
+    assert cfg["wall_s"] > 0 and cfg["cpu_s"] > 0
     table = format_table(results)
     assert "(96.00)" in table  # the paper's PSE 10-D annotation accuracy beside ours
+    assert "QUICK RUN" in table and "long.steps=[60]" in table
     for fig in results["figures"]:
         assert (tmp_path / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert any("latent_2d" in f for f in results["figures"])
-    assert set(results["latent_2d"]) == set(E.MODEL_ORDER)
+    assert set(results["latent_2d"]) == set(E.MODEL_ORDER) and results["latent_2d_steps"] == 30
+    # term shares at the start and end of every row, per encoder network and over all of them
+    sh = results["term_shares"]["jmvae-10d"]
+    assert sh["weights"] == {"kl_image": 0.1, "kl_label": 0.1}
+    assert set(sh["end"]) == {"encoders", "joint_encoder", "image_encoder", "label_encoder"}
+    assert sum(sh["start"]["encoders"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert sh["end"]["image_encoder"]["kl_image"] == pytest.approx(1.0)  # its only gradient
+    v = {r["model"]: r for r in results["reconstruction_variants"] if r["steps"] == 400}
+    assert v["pse"]["reconstruction_error_posterior_mean"] < rows[("pse", 10, None)]["reconstruction_error"]
+
+
+def test_seeds_are_summarised_with_mean_and_std_in_worker_processes(tmp_path, one_thread):
+    over = {"workers": 2, "seeds": 2, "rows": ["pse:3"], "train": {"steps": 20}, "plot_steps": 5,
+            "generation": {"n_per_label": 20, "repeats": 2}, "shares": False}
+    results = reproduce("pse-mnist", tmp_path, quick=True, seed=3, overrides=over)
+    row, floor = results["rows"]
+    assert floor["model"] == "random-floor" and floor["annotation_accuracy"] == pytest.approx(10.0)
+    assert row["n_runs"] == 2 and results["config"]["seeds"] == [3, 4]
+    assert (tmp_path / "runs" / "pse-3d-20steps-seed3" / "model.safetensors").is_file()
+    assert (tmp_path / "runs" / "pse-3d-20steps-seed4" / "model.safetensors").is_file()
+    assert row["reconstruction_error_std"] > 0 and "generation_repeat_std" in row
+    assert results["term_shares"]["pse-3d"] is None
+    # a rerun reuses the finished run folders and gives the same numbers
+    again = reproduce("pse-mnist", tmp_path, quick=True, seed=3, overrides={**over, "workers": 1})
+    assert again["rows"] == results["rows"]
+
+
+def test_settings_errors_name_the_key(tmp_path):
+    from visem.config import ConfigError
+
+    with pytest.raises(ConfigError, match="trian"):
+        reproduce("pse-mnist", tmp_path, quick=True, overrides={"trian": {"steps": 5}})
+    with pytest.raises(ConfigError, match="rows"):
+        reproduce("pse-mnist", tmp_path, quick=True, overrides={"rows": ["pse"]})
+    with pytest.raises(ConfigError, match="seeds"):
+        reproduce("pse-word-vectors", tmp_path, quick=True, overrides={"seeds": 0})
+    with pytest.raises(ConfigError, match="long.seeds"):
+        reproduce("pse-mnist", tmp_path, quick=True, overrides={"long": {"steps": [100, 200], "seeds": [1]}})
+
+
+def test_term_shares_over_all_encoders_equal_gradient_shares(one_thread):
+    """The per-network split of the experiments agrees with visem.train.shares, its oracle."""
+    from visem.train.shares import gradient_shares
+
+    torch.manual_seed(0)
+    m = build_model("trelbo", {"latent_dim": 3, "hidden": (8,)}, dims={"image_dim": 12, "class_dim": 4, "n_classes": 4})
+    batch = m.example_batch(9, torch.Generator().manual_seed(1))
+    got = E.term_shares(m, [batch], 1.0, seed=5)
+    torch.manual_seed(5)
+    want = gradient_shares(m, batch)
+    assert got["encoders"] == pytest.approx(want, rel=1e-9)
+    for enc in ("joint_encoder", "image_encoder", "label_encoder"):
+        torch.manual_seed(5)
+        assert got[enc] == pytest.approx(gradient_shares(m, batch, params=list(getattr(m, enc).parameters())),
+                                         rel=1e-9, abs=1e-12)
+    assert got["label_encoder"]["reconstruction"] == 0.0  # the joint ELBO never reaches q(z|l)
+
+
+def test_floor_scores_against_a_naive_loop():
+    g = torch.Generator().manual_seed(0)
+    train, test = torch.rand(40, 5, generator=g), (torch.rand(7, 5, generator=g) > 0.5).float()
+    out = PE.floor_scores(train, test, 4)
+    p = train.double().mean(0)
+    want = 0.0
+    for img in test.double():
+        for v, q in zip(img.tolist(), p.tolist()):
+            want -= v * math.log(q) + (1 - v) * math.log(1 - q)
+    assert out["reconstruction_error"] == pytest.approx(want / 7, rel=1e-9)
+    assert out["annotation_accuracy"] == out["generation_accuracy"] == 25.0

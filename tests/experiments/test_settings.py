@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from visem.cli import main
@@ -65,3 +66,13 @@ def test_mean_std_is_the_sample_std():
     assert mean_std([{"a": 1.0}])["a_std"] == 0.0
     with pytest.raises(ValueError, match="keys"):
         mean_std([{"a": 1.0}, {"b": 2.0}])
+
+
+def test_paired_difference_of_runs_on_the_same_splits():
+    from visem.experiments.stats import paired_difference
+
+    out = paired_difference([0.30, 0.50, 0.40], [0.28, 0.47, 0.41])
+    assert out["mean"] == pytest.approx(0.0133333, abs=1e-6) and out["n"] == 3 and out["wins"] == 2
+    assert out["std"] == pytest.approx(float(np.std([0.02, 0.03, -0.01], ddof=1)))
+    with pytest.raises(ValueError, match="equally long"):
+        paired_difference([1.0], [1.0, 2.0])

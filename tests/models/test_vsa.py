@@ -113,7 +113,7 @@ def _mmd_by_hand(x, y, sigma):
 
 
 def test_joint_loss_eq12_terms_by_hand():
-    model = _model()
+    model = _model(reduction="sum")  # Eq. 11 as printed: per-sample terms summed over the batch
     batch = model.example_batch(5, torch.Generator().manual_seed(3))
     terms = model.loss(batch)
     with torch.no_grad():
@@ -132,8 +132,8 @@ def test_joint_loss_eq12_terms_by_hand():
     assert terms["rec_image"].item() == pytest.approx(rec_i.item(), rel=1e-5)
     assert terms["rec_text"].item() == pytest.approx(rec_c.item(), rel=1e-5)
     assert terms["loss"].item() == pytest.approx(float(rank) + m + rec_i.item() + rec_c.item(), rel=1e-4)
-    # reduction="mean": every per-sample term averaged over the batch of 5, MMD unchanged
-    mean = _model(reduction="mean")
+    # reduction="mean" (the default): every per-sample term averaged over the batch of 5, MMD unchanged
+    mean = _model()
     mean.load_state_dict(model.state_dict())
     mt = mean.loss(batch)
     assert mt["ranking"].item() == pytest.approx(float(rank) / 5, rel=1e-4)

@@ -45,13 +45,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: from the data size)")
     p.add_argument("--method", default=None, help="a retrieval model instead of the automatic choice")
+    add_threads_option(p, default=None)
     p.set_defaults(func=cmd_demo)
 
 
-def add_threads_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="CPU threads for torch in this process (default: torch's, one per core); "
-                        "experiments that train several runs use one thread per worker process")
+def add_threads_option(p: argparse.ArgumentParser, default: int | None = 1) -> None:
+    """``--threads N``: 1 by default where training small models dominates, torch's own where a CNN does."""
+    if default == 1:
+        why = ("default 1: on a 2-core machine a small model's step costs 10-20x more CPU on two threads "
+               "than on one, bench/bench_train.py; experiments that train several runs use one process per "
+               "core, one thread each")
+    else:
+        why = "default: torch's, one per core, for the image encoder's convolutions"
+    p.add_argument("--threads", type=int, default=default, metavar="N", help=f"CPU threads for torch ({why})")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -124,8 +130,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from visem.runtime import set_threads
     from visem.search.demo import run_demo
 
+    set_threads(args.threads)
     print("visem demo: a search index over Google-style emoji, 20% of them captioned, the rest tagged")
     res = run_demo(args.out, steps=args.steps, method=args.method)
     col, rep = res["collection"], res["report"]

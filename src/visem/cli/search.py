@@ -30,6 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="a model config value, e.g. --set heads=2 (repeatable)")
     b.add_argument("--force", action="store_true", help="replace an existing index at --out")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
+    from visem.cli.core import add_threads_option
+
+    add_threads_option(b, default=None)
     b.set_defaults(func=cmd_build)
 
     a = isub.add_parser("add", help="embed new images into an index without retraining")
@@ -65,6 +68,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from visem.runtime import set_threads
+
+    set_threads(args.threads)
     from visem.search import BuildOptions, build_index
 
     opts = BuildOptions(method=args.method, steps=args.steps, batch_size=args.batch_size, lr=args.lr,

@@ -5,51 +5,64 @@
   settings (MLPs 784-512-64-z / z-64-512-784, ReLU, Adam 1e-3, batch 100,
   2,000 steps) on the first 50,000 training images (the paper's training set
   size), evaluated on the 10,000 test images: all six models at latent size
-  10, PSE and PSE* at 20, and the same six at 2 for the latent-space figure.
-  Rows whose ``setting`` says ``long`` (CVAE 10-D, PSE 10-D, PSE* 20-D) were
-  trained for ``LONG_STEPS`` = 10,000 steps and are not the paper's protocol.
+  10, PSE and PSE* at 20, each over ``seeds`` (5) training seeds (mean and
+  sample std), and the same six at latent size 2, one seed, for the
+  latent-space figure. Rows at longer budgets (``--set long.steps=[20000]``)
+  carry ``setting: "N steps"`` and are not the paper's protocol.
 * ``pse-word-vectors`` (Table 3, Figures 4b-6): PSE and PSE* on
   Fashion-MNIST with one-hot labels and with GloVe vectors of the class names,
-  over several training seeds; images generated for words that are not class
+  over ``seeds`` training seeds; images generated for words that are not class
   names, for averages of two labels and along the line between two label
   means.
 
-The evaluation of section 4:
+Every table cell is the mean over the training seeds with its sample standard
+deviation (``KEY_std``, :func:`visem.experiments.stats.mean_std`); the
+generation accuracy of one seed scores ``generation.n_per_label`` (10,000)
+images per label, ``generation.repeats`` (1) times. The evaluation functions
+live with the models (:mod:`visem.models.pse_eval`). The independent runs go
+to :func:`visem.experiments.parallel.run_parallel` (one process per core),
+longest first; each finished run folder under ``runs/`` is reused, not
+retrained. The scoring CNN is trained once per data set and recipe and cached
+(:mod:`visem.models.classifier`).
 
-* :func:`reconstruction_error` - negative Bernoulli log-likelihood of each
-  test image under its reconstruction from one posterior sample, summed over
-  the 784 pixels, averaged over images (nats per image). The targets are the
-  grey levels in ``[0, 1]`` (see ``docs/pse.md`` for why).
-* :func:`annotation_accuracy` - the image's posterior mean, labelled with the
-  class whose label Gaussian gives it the highest density (percent).
-* :func:`generation_accuracy` - ``n_per_label`` latent samples per label
-  Gaussian, decoded to Bernoulli means and classified by the cached CNN of
-  :mod:`visem.models.classifier`; the fraction classified as the label they
-  were drawn from, repeated ``repeats`` times (mean and standard deviation,
-  percent).
+Every budget is a setting (``visem reproduce pse-mnist --set seeds=5 --set
+train.steps=20000``); the resolved settings are stored as
+``config.settings`` in ``results.json``, with the wall and CPU seconds.
+Each run also measures the share of the encoders' gradient each weighted term
+carries (:func:`visem.train.shares.gradient_shares`), at initialisation and
+after training, on five fixed batches of 100 training images
+(``term_shares`` in ``results.json``).
 
 Figures (PNG, under the experiment's output folder): the 2-D latent space of
-every model (Figure 2), generated samples per label, interpolation strips
-between label means, and, for word vectors, images for unseen words and label
-averages.
+every model (Figure 2; its title gives the training steps), generated samples
+per label, interpolation strips between label means, and, for word vectors,
+images for unseen words and label averages.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from visem.config import ConfigError, dump_yaml, load_yaml, to_dict
-from visem.experiments import register_experiment
+from visem.experiments import register_experiment, settings as resolve_settings
+from visem.experiments.parallel import run_parallel
+from visem.experiments.stats import mean_std
 from visem.io import atomic_path
 from visem.data.label_tasks import LABEL_ENCODINGS, _dataset_name, _images, label_vectors, labels_task  # noqa: F401
+from visem.models.pse_eval import (  # noqa: F401  (re-exported: the evaluation of section 4)
+    annotation_accuracy,
+    classify_generated,
+    floor_scores,
+    generation_accuracy,
+    reconstruction_error,
+)
 
 # --------------------------------------------------------------------------
 # the paper's tables (seed 002 Tables 1-3), copied exactly
@@ -101,98 +114,6 @@ MODEL_ORDER = ("cvae", "jmvae", "trelbo", "scan-bvae", "pse", "pse-star")
 
 
 # --------------------------------------------------------------------------
-# evaluation (seed 002 section 4)
-# --------------------------------------------------------------------------
-def _check_eval_inputs(images: Tensor, labels: Tensor | None, class_emb: Tensor) -> None:
-    if images.dim() != 2:
-        raise ValueError(f"images must be (N, D), got {tuple(images.shape)}")
-    if labels is not None and labels.shape != (images.shape[0],):
-        raise ValueError(f"labels must be ({images.shape[0]},), got {tuple(labels.shape)}")
-    if class_emb.dim() != 2:
-        raise ValueError(f"class_emb must be (n_classes, class_dim), got {tuple(class_emb.shape)}")
-
-
-@torch.no_grad()
-def reconstruction_error(model, images: Tensor, labels: Tensor, class_emb: Tensor, seed: int = 0,
-                         chunk: int = 5000) -> float:
-    """Mean over images of ``-log p(x | x_hat)`` (Bernoulli, summed over pixels), one posterior sample each: nats/image."""
-    from visem.models.pse import bernoulli_nll
-
-    _check_eval_inputs(images, labels, class_emb)
-    was = model.training
-    model.eval()
-    gen = torch.Generator().manual_seed(seed)
-    total = 0.0
-    try:
-        for i in range(0, images.shape[0], chunk):
-            x = images[i : i + chunk]
-            logits = model.reconstruction_logits(x, class_emb[labels[i : i + chunk]], generator=gen)
-            total += float(bernoulli_nll(logits, x).sum())
-    finally:
-        model.train(was)
-    return total / images.shape[0]
-
-
-@torch.no_grad()
-def annotation_accuracy(model, images: Tensor, labels: Tensor, class_emb: Tensor, chunk: int = 5000) -> float:
-    """Percent of images whose most likely label Gaussian (at the posterior mean) is their own class."""
-    _check_eval_inputs(images, labels, class_emb)
-    was = model.training
-    model.eval()
-    try:
-        pred = torch.cat([model.annotate(images[i : i + chunk], class_emb) for i in range(0, images.shape[0], chunk)])
-    finally:
-        model.train(was)
-    return float((pred == labels).float().mean()) * 100.0
-
-
-@torch.no_grad()
-def generation_accuracy(model, classifier, class_emb: Tensor, n_per_label: int = 10000, repeats: int = 10,
-                        seed: int = 0, chunk: int = 1000) -> dict[str, Any]:
-    """Seed 002's generation accuracy: ``n_per_label`` images per label, scored by ``classifier``.
-
-    Returns ``{"mean", "std", "per_repeat"}`` in percent; ``std`` is the
-    sample standard deviation over the ``repeats`` (0 for one repeat).
-    """
-    from visem.models.classifier import predict
-
-    if n_per_label < 1 or repeats < 1:
-        raise ValueError(f"n_per_label and repeats must be >= 1, got {n_per_label}, {repeats}")
-    was = model.training
-    model.eval()
-    gen = torch.Generator().manual_seed(seed)
-    accs = []
-    try:
-        for _ in range(repeats):
-            correct = 0
-            for c in range(class_emb.shape[0]):
-                done = 0
-                while done < n_per_label:
-                    n = min(chunk, n_per_label - done)
-                    images = model.generate(class_emb[c : c + 1], n, generator=gen)
-                    correct += int((predict(classifier, images, chunk=chunk) == c).sum())
-                    done += n
-            accs.append(100.0 * correct / (n_per_label * class_emb.shape[0]))
-    finally:
-        model.train(was)
-    std = float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0
-    return {"mean": float(np.mean(accs)), "std": std, "per_repeat": accs}
-
-
-@torch.no_grad()
-def classify_generated(model, classifier, vectors: Tensor, n: int, seed: int = 0) -> Tensor:
-    """``(K, n_classes)`` fraction of ``n`` images generated from each label vector given to each class."""
-    from visem.models.classifier import predict
-
-    gen = torch.Generator().manual_seed(seed)
-    rows = []
-    for k in range(vectors.shape[0]):
-        pred = predict(classifier, model.generate(vectors[k : k + 1], n, generator=gen))
-        rows.append(torch.bincount(pred, minlength=classifier.head[-1].out_features).float() / n)
-    return torch.stack(rows)
-
-
-# --------------------------------------------------------------------------
 # figures (matplotlib's object API with the Agg canvas: no global backend state)
 # --------------------------------------------------------------------------
 def _figure(width: float, height: float):
@@ -218,11 +139,12 @@ def _grid(images: Tensor, rows: int, cols: int) -> np.ndarray:
 
 @torch.no_grad()
 def plot_latent_2d(models: Mapping[str, Any], images: Tensor, labels: Tensor, class_emb: Tensor,
-                   class_names: Sequence[str], path: Path, max_points: int = 5000) -> Path:
+                   class_names: Sequence[str], path: Path, max_points: int = 5000, title: str = "") -> Path:
     """Figure 2: posterior means of test images in each 2-D model's latent space, coloured by label.
 
     Models with label Gaussians also show each label's mean and one-sigma ellipse.
     CVAE's points are the learned part of its latent space (q(z|x,l)).
+    ``title`` goes above the panels (the experiments state the training steps there).
     """
     from matplotlib.patches import Ellipse
 
@@ -249,6 +171,8 @@ def plot_latent_2d(models: Mapping[str, Any], images: Tensor, labels: Tensor, cl
                                      fill=False, lw=1.2, color="black"))
                 ax.annotate(str(k), (float(m_l[k, 0]), float(m_l[k, 1])), fontsize=8, weight="bold")
         ax.set_title(name)
+    if title:
+        fig.suptitle(title, fontsize=10)
     cbar = fig.colorbar(sc, ax=fig.axes, ticks=range(len(class_names)), shrink=0.8)
     cbar.ax.set_yticklabels([f"{k} {c}" for k, c in enumerate(class_names)], fontsize=7)
     return _save(fig, path)
@@ -295,15 +219,17 @@ def plot_strips(strips: Sequence[tuple[str, Tensor]], path: Path) -> Path:
 
 
 # --------------------------------------------------------------------------
-# training
+# training one run, and everything measured on it (one job of run_parallel)
 # --------------------------------------------------------------------------
 def train_model(name: str, params: Mapping[str, Any], data: Mapping[str, Any], steps: int, run_dir: Path,
-                seed: int = 0, progress: bool = False):
+                seed: int = 0, progress: bool = False, before_fit: Callable[[Any, Any], None] | None = None):
     """Train registered model ``name`` on a labels task with seed 002's optimiser settings.
 
     Adam 1e-3, batch 100 (Appendix A). The run folder holds ``config.yaml``,
     checkpoints and ``metrics.csv`` as for ``visem train``; a run folder with
     a finished run of the same config is loaded, not retrained.
+    ``before_fit(model, task)`` sees the model at its initialisation.
+    Returns ``(model, task, seconds)``.
     """
     from visem.train.run import RunConfig, prepare
     from visem.train.sampler import BatchSampler
@@ -312,7 +238,7 @@ def train_model(name: str, params: Mapping[str, Any], data: Mapping[str, Any], s
     cfg = RunConfig(
         model={"name": name, **dict(params)},
         data=dict(data),
-        train=TrainConfig(steps=steps, batch_size=100, lr=1e-3, seed=seed, log_every=max(1, steps // 20),
+        train=TrainConfig(steps=steps, batch_size=BATCH_SIZE, lr=LR, seed=seed, log_every=max(1, steps // 20),
                           checkpoint_every=steps, progress=progress),
     )
     seed_everything(seed)  # model initialisation
@@ -320,134 +246,368 @@ def train_model(name: str, params: Mapping[str, Any], data: Mapping[str, Any], s
     saved = run_dir / "config.yaml"
     if saved.exists() and load_yaml(saved) != to_dict(resolved):
         raise ConfigError(f"{run_dir} holds a run with a different config ({saved}); use a new --out or delete it")
+    if before_fit is not None:
+        before_fit(model, task)
     dump_yaml(to_dict(resolved), saved)
     t0 = time.perf_counter()
-    Trainer(model, BatchSampler(task.train, 100, seed=seed), resolved.train, run_dir, static=task.static).fit()
+    Trainer(model, BatchSampler(task.train, BATCH_SIZE, seed=seed), resolved.train, run_dir, static=task.static).fit()
     model.eval()
     return model, task, time.perf_counter() - t0
 
 
-def _row(model, task: TaskData, name: str, latent: int, classifier, gen: Mapping[str, int], seed: int) -> dict:
+#: seed 002 Appendix A
+BATCH_SIZE, LR, TRAIN_IMAGES = 100, 1e-3, 50000
+#: the term-share diagnostics: this many fixed batches of BATCH_SIZE training images
+SHARE_BATCHES = 5
+
+
+def share_batches(task, n: int = SHARE_BATCHES, seed: int = 0) -> list[dict[str, Tensor]]:
+    """``n`` fixed batches of ``BATCH_SIZE`` training images (the same for every model and seed)."""
+    idx = torch.randperm(task.train["image"].shape[0], generator=torch.Generator().manual_seed(seed))
+    out = []
+    for i in range(n):
+        j = idx[i * BATCH_SIZE : (i + 1) * BATCH_SIZE]
+        out.append({"image": task.train["image"][j], "label": task.train["label"][j], **task.static})
+    return out
+
+
+def term_shares(model, batches: Sequence[Mapping[str, Tensor]], progress: float, seed: int = 0) -> dict[str, dict]:
+    """Each weighted term's share of the encoders' gradient, averaged over ``batches``.
+
+    ``"encoders"``: over all of :meth:`encoder_parameters`, the quantity of
+    :func:`visem.train.shares.gradient_shares`; one entry per encoder network
+    (``image_encoder``, ``label_encoder``, ``joint_encoder``, ``encoder``):
+    over that network alone, which is what Adam's per-parameter step sees (a
+    term that is a network's only gradient trains it at full speed whatever
+    its share of the whole). One backward pass per term gives both. The
+    reparameterisation noise of batch ``b`` is seeded with ``seed + b``; the
+    global RNG state is restored afterwards.
+    """
+    groups = {g: [p for p in m.parameters() if p.requires_grad] for g, m in model.encoders().items()}
+    flat = [p for ps in groups.values() for p in ps]
+    acc: dict[str, dict[str, float]] = {"encoders": {}, **{g: {} for g in groups}}
+    was = model.training
+    model.train()
+    try:
+        with torch.random.fork_rng():
+            for b, batch in enumerate(batches):
+                torch.manual_seed(seed + b)
+                weighted = model.objective(batch, progress).weighted()
+                names = list(weighted)
+                norms: dict[str, dict[str, float]] = {g: {} for g in acc}
+                for i, name in enumerate(names):
+                    term = weighted[name]
+                    grads = (torch.autograd.grad(term, flat, retain_graph=i < len(names) - 1, allow_unused=True)
+                             if term.requires_grad else [None] * len(flat))
+                    k, total = 0, 0.0
+                    for g, ps in groups.items():
+                        sq = sum(float(x.detach().double().pow(2).sum()) for x in grads[k : k + len(ps)] if x is not None)
+                        norms[g][name] = sq ** 0.5
+                        total += sq
+                        k += len(ps)
+                    norms["encoders"][name] = total ** 0.5
+                for g, d in norms.items():
+                    tot = sum(d.values())
+                    for name, v in d.items():
+                        acc[g][name] = acc[g].get(name, 0.0) + (v / tot if tot > 0 else 0.0) / len(batches)
+    finally:
+        model.train(was)
+    return acc
+
+
+def run_job(name: str, params: Mapping[str, Any], data: Mapping[str, Any], steps: int, seed: int, run_dir: str,
+            classifier: Mapping[str, Any] | None = None, generation: Mapping[str, int] | None = None,
+            shares: bool = True, progress: bool = False) -> dict[str, Any]:
+    """Train one model (one seed), evaluate it; what :func:`run_parallel` runs in a worker.
+
+    ``classifier``: ``{"dataset", "recipe"}`` of the cached scoring CNN (the
+    parent trained it), or ``None`` to skip generation accuracy. Returns
+    ``{"metrics", "diagnostics", "shares", "timing"}``.
+    """
+    from visem.models.classifier import ClassifierRecipe, load_classifier
+
+    c0 = time.process_time()
+    start: dict[str, Any] = {}
+
+    def at_init(model, task):
+        if shares:
+            start.update(term_shares(model, share_batches(task), 0.0))
+
+    model, task, secs = train_model(name, params, data, steps, Path(run_dir), seed, progress, at_init)
+    t0 = time.perf_counter()
     emb = task.static["class_emb"]
     x, y = task.test["image"], task.test["label"]
-    row: dict[str, Any] = {"model": name, "latent_dim": latent}
-    row["reconstruction_error"] = reconstruction_error(model, x, y, emb, seed=seed)
-    row["annotation_accuracy"] = annotation_accuracy(model, x, y, emb) if model.can_annotate else None
+    m: dict[str, Any] = {"reconstruction_error": reconstruction_error(model, x, y, emb, seed=seed)}
+    m["annotation_accuracy"] = annotation_accuracy(model, x, y, emb) if model.can_annotate else None
     if classifier is not None:
-        g = generation_accuracy(model, classifier, emb, gen["n_per_label"], gen["repeats"], seed=seed)
-        row["generation_accuracy"], row["generation_accuracy_std"] = g["mean"], g["std"]
+        cnn, _ = load_classifier(classifier["dataset"], ClassifierRecipe(**classifier["recipe"]))
+        g = generation_accuracy(model, cnn, emb, generation["n_per_label"], generation["repeats"], seed=seed)
+        m["generation_accuracy"] = g["mean"]
+        if generation["repeats"] > 1:
+            m["generation_repeat_std"] = g["std"]
+    xb = (x > 0.5).to(x.dtype)
+    diag = {"reconstruction_error_posterior_mean": reconstruction_error(model, x, y, emb, seed=seed, decode="mean"),
+            "reconstruction_error_thresholded": reconstruction_error(model, xb, y, emb, seed=seed)}
+    out = {"metrics": m, "diagnostics": diag,
+           "shares": {"start": start, "end": term_shares(model, share_batches(task), 1.0)} if shares else None,
+           "weights": dict(model.objective(share_batches(task, 1)[0]).weights)}
+    out["timing"] = {"train_s": round(secs, 1), "eval_s": round(time.perf_counter() - t0, 1),
+                     "cpu_s": round(time.process_time() - c0, 1)}
+    return out
+
+
+#: CPU milliseconds per training step on one thread, measured (docs/pse.md): orders the jobs longest first
+STEP_COST_MS = {"cvae": 9.0, "jmvae": 11.0, "trelbo": 15.0, "scan-bvae": 8.0, "pse": 7.5, "pse-star": 11.5}
+
+
+def run_jobs(jobs: Sequence[Mapping[str, Any]], workers: int | None) -> list[dict[str, Any]]:
+    """:func:`run_job` over ``jobs`` in ``workers`` processes, longest first; results in job order."""
+    cost = [-job["steps"] * STEP_COST_MS.get(job["name"], 10.0) for job in jobs]
+    order = sorted(range(len(jobs)), key=lambda i: (cost[i], i))
+    done = run_parallel(run_job, [jobs[i] for i in order], workers=workers)
+    out: list[Any] = [None] * len(jobs)
+    for i, r in zip(order, done):
+        out[i] = r
+    return out
+
+
+def summarise(results: Sequence[Mapping[str, Any]], part: str = "metrics") -> dict[str, Any]:
+    """``KEY``, ``KEY_std`` over seeds of each metric, in order, then ``n_runs`` (``None`` metrics stay ``None``)."""
+    per = [r[part] for r in results]
+    keys = [k for k in per[0] if per[0][k] is not None]
+    stats = mean_std([{k: float(p[k]) for k in keys} for p in per])
+    out: dict[str, Any] = {}
+    for k in per[0]:
+        out[k] = stats[k] if k in keys else None
+        out[f"{k}_std"] = stats[f"{k}_std"] if k in keys else None
+    out["n_runs"] = stats["n_runs"]
+    return out
+
+
+def mean_shares(results: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Term shares averaged over seeds: ``{"weights", "start": {group: {term: share}}, "end": ...}``."""
+    if not results or results[0]["shares"] is None:
+        return None
+    out: dict[str, Any] = {"weights": results[0]["weights"]}
+    for when in ("start", "end"):
+        groups: dict[str, dict[str, float]] = {}
+        for r in results:
+            for g, sh in r["shares"][when].items():
+                d = groups.setdefault(g, {})
+                for k, v in sh.items():
+                    d[k] = d.get(k, 0.0) + v / len(results)
+        out[when] = {g: {k: round(v, 5) for k, v in d.items()} for g, d in groups.items()}
+    return out
+
+
+def _parse_rows(rows: Sequence[Any], key: str) -> list[tuple[str, int]]:
+    """``["pse:10", ...]`` -> ``[("pse", 10), ...]``; a bad entry is a ConfigError naming it."""
+    from visem.models import list_models
+
+    known = {s.name for s in list_models(family="generative")}
+    out = []
+    for r in rows:
+        name, _, latent = str(r).partition(":")
+        if name not in known or not latent.isdigit() or int(latent) < 1:
+            raise ConfigError(f"{key}: {r!r} is not MODEL:LATENT_DIM with MODEL one of {sorted(known)}")
+        out.append((name, int(latent)))
+    return out
+
+
+def _table_defaults(quick: bool) -> dict[str, Any]:
+    """The built-in settings of ``pse-mnist`` / ``pse-fashion-mnist`` (``--quick`` shortens them)."""
+    if quick:
+        return {"seeds": 1, "train": {"steps": 400}, "rows": [f"{m}:10" for m in MODEL_ORDER],
+                "long": {"steps": [], "rows": ["pse:10"], "seeds": 1}, "plot_steps": 30,
+                "generation": {"n_per_label": 200, "repeats": 1},
+                "classifier": {"epochs": 1, "n_train": 10000}, "test_size": 2000, "workers": None,
+                "shares": True}
+    return {"seeds": 5, "train": {"steps": 2000},
+            "rows": [f"{m}:10" for m in MODEL_ORDER] + ["pse:20", "pse-star:20"],
+            "long": {"steps": [], "rows": ["pse:10"], "seeds": 5}, "plot_steps": 2000,
+            "generation": {"n_per_label": 10000, "repeats": 1},
+            "classifier": {"epochs": 12, "n_train": None}, "test_size": None, "workers": None,
+            "shares": True}
+
+
+def _check_counts(s: Mapping[str, Any], experiment: str) -> None:
+    for key, v in (("seeds", s["seeds"]), ("train.steps", s["train"]["steps"]),
+                   ("generation.n_per_label", s["generation"]["n_per_label"]),
+                   ("generation.repeats", s["generation"]["repeats"])):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"{experiment}: {key} must be a positive integer, got {v!r}")
+
+
+def _classifier(dataset: str, s: Mapping[str, Any], progress: bool):
+    """The cached scoring CNN (trained here, once, if the cache lacks it) and how to find it again."""
+    from dataclasses import asdict
+
+    from visem.models.classifier import ClassifierRecipe, load_classifier
+
+    recipe = ClassifierRecipe(epochs=s["classifier"]["epochs"], n_train=s["classifier"]["n_train"])
+    model, info = load_classifier(dataset, recipe, progress=progress)
+    return model, info, {"dataset": dataset, "recipe": asdict(recipe)}
+
+
+def floor_row(task, **ids: Any) -> dict[str, Any]:
+    """The random-floor row of a table (:func:`visem.models.pse_eval.floor_scores`): no training, no std."""
+    f = floor_scores(task.train["image"], task.test["image"], task.dims["n_classes"])
+    row: dict[str, Any] = {"model": "random-floor", "setting": "per-pixel mean image, chance labels", **ids}
+    for k, v in f.items():
+        row[k], row[f"{k}_std"] = v, 0.0
+    row["n_runs"] = 1
     return row
 
 
-def _settings(quick: bool) -> dict[str, Any]:
-    """What ``--quick`` shortens. ``rows``: (model, latent size, steps) of the table."""
-    if quick:
-        return {"steps": 400, "rows": [(m, 10, 400) for m in MODEL_ORDER], "plot_steps": 30,
-                "generation": {"n_per_label": 200, "repeats": 2},
-                "classifier": {"epochs": 1, "n_train": 10000}, "test_size": 2000, "seeds": 1}
-    rows = [(m, 10, 2000) for m in MODEL_ORDER] + [("pse", 20, 2000), ("pse-star", 20, 2000)]
-    rows += [("cvae", 10, LONG_STEPS), ("pse", 10, LONG_STEPS), ("pse-star", 20, LONG_STEPS)]
-    return {"steps": 2000, "rows": rows, "plot_steps": 2000,
-            "generation": {"n_per_label": 10000, "repeats": 10},
-            "classifier": {"epochs": 12, "n_train": None}, "test_size": None, "seeds": 3}
+def _cpu_seconds() -> float:
+    import resource
 
-
-#: the clearly labelled longer-training row (seed 002 trains for 2,000 steps)
-LONG_STEPS = 10000
-
-
-def _classifier(dataset: str, settings: Mapping[str, Any], progress: bool):
-    from visem.models.classifier import ClassifierRecipe, load_classifier
-
-    recipe = ClassifierRecipe(epochs=settings["classifier"]["epochs"], n_train=settings["classifier"]["n_train"])
-    model, info = load_classifier(dataset, recipe, progress=progress)
-    return model, info
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 INTERPOLATION_PAIRS = {"mnist": ((4, 9), (7, 9), (3, 8)), "fashion-mnist": ((7, 9), (0, 6), (2, 4))}
 
 
-def run_tables(dataset: str, out_dir: Path, quick: bool = False, seed: int = 0, progress: bool = False) -> dict:
+def run_tables(dataset: str, out_dir: Path, quick: bool = False, seed: int = 0, progress: bool = False,
+               overrides: Mapping[str, Any] | None = None) -> dict:
     """Table 1 (``mnist``) or Table 2 (``fashion-mnist``) with the figures of section 4."""
     dataset = _dataset_name(dataset)
-    s = _settings(quick)
     exp = f"pse-{dataset}"
-    t_start = time.perf_counter()
-    classifier, cls_info = _classifier(dataset, s, progress)
+    s = resolve_settings(_table_defaults(quick), overrides, exp)
+    _check_counts(s, exp)
+    rows_spec = _parse_rows(s["rows"], "rows")
+    long_spec = _parse_rows(s["long"]["rows"], "long.rows")
+    long_steps = list(s["long"]["steps"] or [])
+    long_seeds = s["long"]["seeds"]
+    long_seeds = list(long_seeds) if isinstance(long_seeds, (list, tuple)) else [long_seeds] * len(long_steps)
+    if len(long_seeds) != len(long_steps) or any(isinstance(n, bool) or not isinstance(n, int) or n < 1
+                                                 for n in long_seeds + long_steps):
+        raise ConfigError(f"{exp}: long.steps must be a list of positive step counts and long.seeds a positive "
+                          f"integer or one per entry of long.steps; got {s['long']['steps']!r}, {s['long']['seeds']!r}")
+    t_start, cpu_start = time.perf_counter(), _cpu_seconds()
+    classifier, cls_info, cls_ref = _classifier(dataset, s, progress)
     data = {"name": f"{dataset}-labels", "label_encoding": "one-hot", "test_size": s["test_size"]}
-    runs = out_dir / "runs"
-    fig_dir = out_dir / "figures"
-    rows, timings, figures = [], {}, []
-    trained: dict[tuple[str, int], Any] = {}
-    for name, latent, steps in s["rows"]:
-        run = runs / f"{name}-{latent}d-{steps}steps"
-        model, task, secs = train_model(name, {"latent_dim": latent}, data, steps, run, seed, progress)
-        t0 = time.perf_counter()
-        row = _row(model, task, name, latent, classifier, s["generation"], seed)
-        label = f"{name}-{latent}d"
-        if steps != s["steps"]:  # longer than the paper's protocol: its own, labelled row
-            row = {"model": name, "setting": f"long ({steps} steps)", **{k: v for k, v in row.items() if k != "model"}}
-            label += f"-{steps}steps"
-        else:
-            trained[(name, latent)] = (model, task)
+    runs, fig_dir = out_dir / "runs", out_dir / "figures"
+    steps = s["train"]["steps"]
+    seeds = [seed + i for i in range(s["seeds"])]
+    groups: list[tuple[str, int, int, list[int]]] = [(m, d, steps, seeds) for m, d in rows_spec]
+    groups += [(m, d, n, [seed + i for i in range(k)]) for n, k in zip(long_steps, long_seeds) for m, d in long_spec]
+    solo = s["workers"] is not None and int(s["workers"]) <= 1
+    jobs, where = [], []
+    for g, (name, latent, n, sds) in enumerate(groups):
+        for sd in sds:
+            jobs.append({"name": name, "params": {"latent_dim": latent}, "data": data, "steps": n, "seed": sd,
+                         "run_dir": str(runs / f"{name}-{latent}d-{n}steps-seed{sd}"), "classifier": cls_ref,
+                         "generation": dict(s["generation"]), "shares": bool(s["shares"]),
+                         "progress": progress and solo})
+            where.append(g)
+    plot_runs = {name: runs / f"{name}-2d-{s['plot_steps']}steps-seed{seed}" for name in MODEL_ORDER}
+    for name, run in plot_runs.items():
+        jobs.append({"name": name, "params": {"latent_dim": 2}, "data": data, "steps": s["plot_steps"], "seed": seed,
+                     "run_dir": str(run), "classifier": None, "generation": None, "shares": False,
+                     "progress": progress and solo})
+        where.append(None)
+    done = run_jobs(jobs, s["workers"])
+    t_trained = time.perf_counter()
+
+    rows, diagnostics, shares, timings = [], [], {}, {}
+    for g, (name, latent, n, sds) in enumerate(groups):
+        res = [r for r, w in zip(done, where) if w == g]
+        row: dict[str, Any] = {"model": name}
+        if n != steps:  # another budget than the table's: its own, labelled row
+            row["setting"] = f"{n} steps"
+        row["latent_dim"] = latent
+        row.update(summarise(res))
         rows.append(row)
-        timings[label] = {"train_s": round(secs, 1), "eval_s": round(time.perf_counter() - t0, 1)}
-    # figures: samples and interpolations of the main models, then the 2-D latent spaces
+        label = f"{name}-{latent}d" + (f"-{n}steps" if n != steps else "")
+        diagnostics.append({"model": name, "latent_dim": latent, "steps": n, **summarise(res, "diagnostics")})
+        shares[label] = mean_shares(res)
+        for sd, r in zip(sds, res):
+            timings[f"{label}-seed{sd}"] = r["timing"]
+    latent_2d = {}
+    for (name, _), r in zip(plot_runs.items(), done[len(done) - len(plot_runs):]):
+        latent_2d[name] = {k: r["metrics"][k] for k in ("reconstruction_error", "annotation_accuracy")}
+        timings[f"{name}-2d"] = r["timing"]
+
+    # figures from the seed-0 models (their finished run folders are loaded, not retrained)
+    figures = []
+    names = _images(dataset, "train", None)[2]
+    loaded = {}
+
+    def load(name: str, latent: int, n: int, run: Path):
+        if (name, latent, n) not in loaded:
+            loaded[(name, latent, n)] = train_model(name, {"latent_dim": latent}, data, n, run, seed)[:2]
+        return loaded[(name, latent, n)]
+
     main = 10
-    task = trained[("pse", main)][1]
-    emb, names = task.static["class_emb"], _images(dataset, "train", None)[2]
     for name in ("pse", "pse-star", "cvae"):
-        model = trained[(name, main)][0]
-        figures.append(plot_samples(model, emb, names, fig_dir / f"samples_{name}_{main}d.png", seed=seed,
-                                    title=f"{name} ({main}-D): images generated from each label"))
-    for name in ("pse", "pse-star"):
-        model = trained[(name, main)][0]
-        strips = [(f"{names[a]} -> {names[b]}", interpolate_means(model, emb, a, b)) for a, b in INTERPOLATION_PAIRS[dataset]]
-        figures.append(plot_strips(strips, fig_dir / f"interpolation_{name}_{main}d.png"))
-    latent_2d, models_2d = {}, {}
-    for name in MODEL_ORDER:
-        run = runs / f"{name}-2d-{s['plot_steps']}steps"
-        model, task2, _ = train_model(name, {"latent_dim": 2}, data, s["plot_steps"], run, seed, progress)
-        models_2d[name] = model
-        r = _row(model, task2, name, 2, None, s["generation"], seed)
-        latent_2d[name] = {k: r[k] for k in ("reconstruction_error", "annotation_accuracy")}
-    figures.append(plot_latent_2d(models_2d, task.test["image"], task.test["label"], emb, names,
-                                  fig_dir / "latent_2d.png"))
+        if (name, main) in rows_spec:
+            model, task = load(name, main, steps, runs / f"{name}-{main}d-{steps}steps-seed{seed}")
+            figures.append(plot_samples(model, task.static["class_emb"], names,
+                                        fig_dir / f"samples_{name}_{main}d.png", seed=seed,
+                                        title=f"{name} ({main}-D, {steps} steps): images generated from each label"))
+            if name != "cvae":
+                emb = task.static["class_emb"]
+                strips = [(f"{names[a]} -> {names[b]}", interpolate_means(model, emb, a, b))
+                          for a, b in INTERPOLATION_PAIRS[dataset]]
+                figures.append(plot_strips(strips, fig_dir / f"interpolation_{name}_{main}d.png"))
+    models_2d = {name: load(name, 2, s["plot_steps"], run)[0] for name, run in plot_runs.items()}
+    task = load("pse", 2, s["plot_steps"], plot_runs["pse"])[1]
+    rows.append(floor_row(task, latent_dim=0))
+    title = f"2-D latent spaces after {s['plot_steps']} training steps (seed {seed})"
+    if s["plot_steps"] != 2000:
+        title += f"; not the paper's 2,000 steps"
+    figures.append(plot_latent_2d(models_2d, task.test["image"], task.test["label"], task.static["class_emb"], names,
+                                  fig_dir / "latent_2d.png", title=title))
     paper = PAPER_TABLE1 if dataset == "mnist" else PAPER_TABLE2
     return {
         "experiment": exp,
         "config": {
             "dataset": dataset,
-            "quick": quick,
             "seed": seed,
-            "train": {"steps": s["steps"], "batch_size": 100, "lr": 1e-3, "optimizer": "adam",
-                      "train_images": 50000},
-            "rows": [{"model": m, "latent_dim": d, "steps": n} for m, d, n in s["rows"]],
+            "seeds": seeds,
+            "settings": s,
+            "train": {"steps": steps, "batch_size": BATCH_SIZE, "lr": LR, "optimizer": "adam",
+                      "train_images": TRAIN_IMAGES},
+            "rows": [{"model": m, "latent_dim": d, "steps": n, "seeds": list(sds)} for m, d, n, sds in groups],
             "test_images": int(task.test["image"].shape[0]),
-            "generation": dict(s["generation"]),
-            "reconstruction_targets": "grey levels in [0, 1] (Bernoulli cross-entropy, nats per image)",
+            "statistics": "mean and sample std (ddof=1) over the training seeds; n_runs seeds per row",
+            "generation": dict(s["generation"]) | {
+                "per_seed": f"{s['generation']['n_per_label']} images per label, {s['generation']['repeats']} "
+                            "repeat(s); the row's std is over seeds (the paper's +- is over 10 repeats of one model)"},
+            "reconstruction_targets": "grey levels in [0, 1] (Bernoulli cross-entropy, nats per image), "
+                                      "one posterior sample per image",
             "classifier": {k: v for k, v in cls_info.items() if k != "path"} | {"paper": PAPER_CLASSIFIERS[dataset]},
+            "workers": s["workers"],
             "timings_s": timings,
+            "train_wall_s": round(t_trained - t_start, 1),
             "wall_s": round(time.perf_counter() - t_start, 1),
+            "cpu_s": round(_cpu_seconds() - cpu_start, 1),
         },
         "rows": rows,
         "paper": paper,
+        "reconstruction_variants": diagnostics,
+        "term_shares": shares,
         "latent_2d": latent_2d,
+        "latent_2d_steps": s["plot_steps"],
         "figures": [str(p.relative_to(out_dir)) for p in figures],
     }
 
 
 @register_experiment("pse-mnist", description="PSE, PSE* and CVAE/JMVAE/TrELBO/SCAN on MNIST (seed 002 Table 1)",
                      paper="seed 002 Table 1, Figure 2")
-def run_mnist(out_dir: Path, quick: bool = False, seed: int = 0, progress: bool = False) -> dict[str, Any]:
-    return run_tables("mnist", Path(out_dir), quick, seed, progress)
+def run_mnist(out_dir: Path, quick: bool = False, seed: int = 0, progress: bool = False,
+              overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    return run_tables("mnist", Path(out_dir), quick, seed, progress, overrides)
 
 
 @register_experiment("pse-fashion-mnist",
                      description="PSE, PSE* and CVAE/JMVAE/TrELBO/SCAN on Fashion-MNIST (seed 002 Table 2)",
                      paper="seed 002 Table 2, Figure 4")
-def run_fashion(out_dir: Path, quick: bool = False, seed: int = 0, progress: bool = False) -> dict[str, Any]:
-    return run_tables("fashion-mnist", Path(out_dir), quick, seed, progress)
+def run_fashion(out_dir: Path, quick: bool = False, seed: int = 0, progress: bool = False,
+                overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    return run_tables("fashion-mnist", Path(out_dir), quick, seed, progress, overrides)
 
 
 # --------------------------------------------------------------------------
@@ -459,60 +619,68 @@ UNSEEN_PHRASES = ("boots", "jeans", "sneakers", "pullover sweater", "sandals", "
 AVERAGED_PAIRS = ((7, 9), (0, 6))
 
 
+def _word_defaults(quick: bool) -> dict[str, Any]:
+    d = _table_defaults(quick)
+    return {"seeds": d["seeds"], "train": d["train"], "generation": d["generation"], "classifier": d["classifier"],
+            "test_size": d["test_size"], "workers": d["workers"], "probe_images": 200 if quick else 2000,
+            "shares": d["shares"]}
+
+
 @register_experiment("pse-word-vectors",
                      description="PSE/PSE* on Fashion-MNIST with one-hot vs GloVe label vectors (seed 002 Table 3)",
                      paper="seed 002 Table 3, Figures 4b-6")
-def run_word_vectors(out_dir: Path, quick: bool = False, seed: int = 0, progress: bool = False) -> dict[str, Any]:
+def run_word_vectors(out_dir: Path, quick: bool = False, seed: int = 0, progress: bool = False,
+                     overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     from visem.features.text import glove_phrases
 
     out_dir = Path(out_dir)
-    s = _settings(quick)
+    exp = "pse-word-vectors"
+    s = resolve_settings(_word_defaults(quick), overrides, exp)
+    _check_counts(s, exp)
     dataset = "fashion-mnist"
-    t_start = time.perf_counter()
-    classifier, cls_info = _classifier(dataset, s, progress)
+    t_start, cpu_start = time.perf_counter(), _cpu_seconds()
+    classifier, cls_info, cls_ref = _classifier(dataset, s, progress)
     names = _images(dataset, "train", None)[2]
-    latent = 10
+    latent, steps = 10, s["train"]["steps"]
     seeds = [seed + i for i in range(s["seeds"])]
-    rows, timings, figures, per_seed = [], {}, [], {}
-    word_models = {}
+    solo = s["workers"] is not None and int(s["workers"]) <= 1
+    groups, jobs, where = [], [], []
     for name in ("pse", "pse-star"):
         for enc in LABEL_ENCODINGS:
             params: dict[str, Any] = {"latent_dim": latent}
             if name == "pse-star" and enc == "word-vectors":
                 params["label_likelihood"] = "gaussian"
             data = {"name": f"{dataset}-labels", "label_encoding": enc, "test_size": s["test_size"]}
-            recs, anns = [], []
+            groups.append((name, enc, params, data))
             for sd in seeds:
-                run = out_dir / "runs" / f"{name}-{enc}-{latent}d-{s['steps']}steps-seed{sd}"
-                model, task, secs = train_model(name, params, data, s["steps"], run, sd, progress)
-                t0 = time.perf_counter()
-                r = _row(model, task, name, latent, classifier if sd == seeds[0] else None, s["generation"], sd)
-                recs.append(r["reconstruction_error"])
-                anns.append(r["annotation_accuracy"])
-                if sd == seeds[0]:
-                    gen_row, first = r, (model, task)
-                timings[f"{name}-{enc}-seed{sd}"] = {"train_s": round(secs, 1), "eval_s": round(time.perf_counter() - t0, 1)}
-            per_seed[f"{name}/{enc}"] = {"reconstruction_error": recs, "annotation_accuracy": anns}
-            rows.append({
-                "model": name, "latent_dim": latent, "features": enc,
-                "vectors": "glove-6b-50d" if enc == "word-vectors" else None,
-                "reconstruction_error": float(np.mean(recs)),
-                "annotation_accuracy": float(np.mean(anns)),
-                "annotation_accuracy_std": float(np.std(anns, ddof=1)) if len(anns) > 1 else 0.0,
-                "generation_accuracy": gen_row["generation_accuracy"],
-                "generation_accuracy_std": gen_row["generation_accuracy_std"],
-            })
-            if enc == "word-vectors":
-                word_models[name] = first
-    # section 5: unseen words, label averages, interpolation (PSE* with word vectors, Figure 5)
-    model, task = word_models["pse-star"]
+                jobs.append({"name": name, "params": params, "data": data, "steps": steps, "seed": sd,
+                             "run_dir": str(out_dir / "runs" / f"{name}-{enc}-{latent}d-{steps}steps-seed{sd}"),
+                             "classifier": cls_ref, "generation": dict(s["generation"]), "shares": bool(s["shares"]),
+                             "progress": progress and solo})
+                where.append(len(groups) - 1)
+    done = run_jobs(jobs, s["workers"])
+    rows, per_seed, timings, shares = [], {}, {}, {}
+    for g, (name, enc, params, data) in enumerate(groups):
+        res = [r for r, w in zip(done, where) if w == g]
+        rows.append({"model": name, "latent_dim": latent, "features": enc,
+                     "vectors": "glove-6b-50d" if enc == "word-vectors" else None, **summarise(res)})
+        per_seed[f"{name}/{enc}"] = {k: [r["metrics"][k] for r in res] for k in res[0]["metrics"]}
+        shares[f"{name}/{enc}"] = mean_shares(res)
+        for sd, r in zip(seeds, res):
+            timings[f"{name}-{enc}-seed{sd}"] = r["timing"]
+    # section 5: unseen words, label averages, interpolation (PSE* with word vectors, seed 0, Figure 5)
+    name, enc, params, data = groups[[(g[0], g[1]) for g in groups].index(("pse-star", "word-vectors"))]
+    model, task, _ = train_model(name, params, data, steps,
+                                 out_dir / "runs" / f"{name}-{enc}-{latent}d-{steps}steps-seed{seeds[0]}", seeds[0])
+    rows.append(floor_row(task, latent_dim=0, features="none"))
     emb = task.static["class_emb"]
     fig_dir = out_dir / "figures"
+    figures = []
     pv = glove_phrases(list(UNSEEN_PHRASES), mode="mean")
     vecs = torch.from_numpy(np.ascontiguousarray(pv.vectors))
     cos = torch.nn.functional.normalize(vecs, dim=1) @ torch.nn.functional.normalize(emb, dim=1).T
-    n_probe = 200 if quick else 2000
-    frac = classify_generated(model, classifier, vecs, n_probe, seed=seed)
+    n_probe = int(s["probe_images"])
+    frac = classify_generated(model, classifier, vecs, n_probe, seed=seed, n_classes=len(names))
     unseen = {}
     for i, phrase in enumerate(UNSEEN_PHRASES):
         top = torch.argsort(frac[i], descending=True)[:2]
@@ -522,7 +690,7 @@ def run_word_vectors(out_dir: Path, quick: bool = False, seed: int = 0, progress
             "generated_classified_as": {names[int(k)]: round(100 * float(frac[i, k]), 1) for k in top},
         }
     avg_vecs = torch.stack([0.5 * (emb[a] + emb[b]) for a, b in AVERAGED_PAIRS])
-    frac_avg = classify_generated(model, classifier, avg_vecs, n_probe, seed=seed)
+    frac_avg = classify_generated(model, classifier, avg_vecs, n_probe, seed=seed, n_classes=len(names))
     averages = {}
     for i, (a, b) in enumerate(AVERAGED_PAIRS):
         averages[f"0.5 ({names[a]} + {names[b]})"] = {
@@ -541,25 +709,30 @@ def run_word_vectors(out_dir: Path, quick: bool = False, seed: int = 0, progress
     figures.append(plot_strips([(f"{names[a]} -> {names[b]}", interpolate_means(model, emb, a, b)) for a, b in AVERAGED_PAIRS],
                                fig_dir / "interpolation_word_vectors.png"))
     figures.append(plot_samples(model, emb, names, fig_dir / "samples_pse-star_word-vectors.png", seed=seed,
-                                title="PSE* with GloVe label vectors: images generated from each label"))
+                                title=f"PSE* with GloVe label vectors ({steps} steps): images generated from each label"))
     return {
-        "experiment": "pse-word-vectors",
+        "experiment": exp,
         "config": {
             "dataset": dataset,
-            "quick": quick,
             "seeds": seeds,
-            "train": {"steps": s["steps"], "batch_size": 100, "lr": 1e-3, "optimizer": "adam", "train_images": 50000},
+            "settings": s,
+            "train": {"steps": steps, "batch_size": BATCH_SIZE, "lr": LR, "optimizer": "adam",
+                      "train_images": TRAIN_IMAGES},
             "word_vectors": "GloVe 6B 50d, mean over the words of the class name (paper: word2vec 300d)",
             "pse_star_label_likelihood": {"one-hot": "categorical", "word-vectors": "gaussian, sigma 1"},
-            "generation": dict(s["generation"]) | {"model_seed": seeds[0]},
-            "annotation_accuracy_std": "over training seeds",
+            "statistics": "mean and sample std (ddof=1) over the training seeds; n_runs seeds per row",
+            "generation": dict(s["generation"]),
+            "probes": f"{n_probe} images per phrase from the seed-{seeds[0]} PSE* word-vector model",
             "classifier": {k: v for k, v in cls_info.items() if k != "path"} | {"paper": PAPER_CLASSIFIERS[dataset]},
+            "workers": s["workers"],
             "timings_s": timings,
             "wall_s": round(time.perf_counter() - t_start, 1),
+            "cpu_s": round(_cpu_seconds() - cpu_start, 1),
         },
         "rows": rows,
         "paper": PAPER_TABLE3,
         "per_seed": per_seed,
+        "term_shares": shares,
         "unseen_words": unseen,
         "label_averages": averages,
         "figures": [str(p.relative_to(out_dir)) for p in figures],

@@ -224,7 +224,7 @@ def region_pca(grid: np.ndarray, fit_images: np.ndarray, k: int, seed: int = 0,
     comps = vecs[:, -k:].flip(1).float()  # (d, k), largest variance first
     out = np.empty((n, r, k), dtype=np.float32)
     for s in range(0, n, 512):
-        block = torch.as_tensor(np.asarray(grid[s:s + 512], dtype=np.float32))
+        block = torch.from_numpy(np.array(grid[s:s + 512], dtype=np.float32))
         out[s:s + 512] = ((block - mean.float()) @ comps).numpy()
     return out
 
@@ -414,6 +414,28 @@ def aggregate(rows: Sequence[Mapping[str, Any]], order: Sequence[tuple] | None =
     for key, rs in groups.items():
         metrics = [{k: float(v) for k, v in r.items() if k not in ROW_KEYS} for r in rs]
         out.append({**{k: v for k, v in zip(ROW_KEYS, key) if v is not None}, **mean_std(metrics)})
+    return out
+
+
+def paired(rows_by_seed: Mapping[int, Sequence[Mapping[str, Any]]], comparisons: Sequence[tuple[str, str]],
+           key: str = "rsum") -> dict[str, dict[str, float]]:
+    """Paired differences ``A - B`` of ``key`` over the seeds (:func:`visem.experiments.stats.paired_difference`).
+
+    ``rows_by_seed``: each seed's rows; ``comparisons``: ``("MODEL@SETTING",
+    "MODEL@SETTING")`` pairs, skipped where a seed lacks either row.
+    """
+    from visem.experiments.stats import paired_difference
+
+    out = {}
+    for a, b in comparisons:
+        va, vb = [], []
+        for rows in rows_by_seed.values():
+            got = {f"{r['model']}@{r['setting']}": r[key] for r in rows}
+            if a in got and b in got:
+                va.append(got[a])
+                vb.append(got[b])
+        if va:
+            out[f"{a} - {b}"] = paired_difference(va, vb)
     return out
 
 

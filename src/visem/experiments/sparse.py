@@ -63,6 +63,7 @@ from visem.experiments.retrieval import (
     load_corpus,
     mean_shares,
     metrics_of,
+    paired,
     pairs_index,
     pool_regions,
     random_floor,
@@ -427,6 +428,17 @@ QUICK_OVERRIDES: dict[str, Any] = {
 }
 
 
+def _comparisons(s: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The claims of seed 003 as paired comparisons: A3VSE vs SCAN vs VSE++ per setting, ablations vs A3VSE."""
+    out = []
+    for st in s["settings"]:
+        out += [(f"a3vse@{st}", f"vsepp@{st}"), (f"a3vse@{st}", f"scan-xattn@{st}"),
+                (f"scan-xattn@{st}", f"vsepp@{st}")]
+    out += [(f"{a}@{s['ablation_setting']}", f"a3vse@{s['ablation_setting']}") for a in s["ablations"]]
+    out += [("a3vse@" + s["settings"][0], "s_g@no-pairs"), ("s_g@no-pairs", "random@floor")]
+    return out
+
+
 def setting_list(value: Any) -> list[tuple[float, int]]:
     """The ``settings`` option: a list of setting names, or ``"all"`` (seed 003's six and ``full``)."""
     if value == "all":
@@ -475,9 +487,10 @@ def run_sparse(out_dir: Path, quick: bool = False, seed: int = 0, progress: bool
     jobs = [{"inputs": str(inputs), "out_dir": str(out_dir), "seed": sd, "setting": st, "s": s, "progress": progress}
             for st in s["settings"] for sd in seeds]  # setting-major: concurrent jobs are of different seeds
     results = run_parallel(_sparse_job, jobs, workers=s["workers"], progress=progress)
-    rows, shares, best, splits = [], {}, {}, {}
+    rows, shares, best, splits, by_seed = [], {}, {}, {}, {}
     for job, res in zip(jobs, results):
         rows += res["rows"]
+        by_seed.setdefault(job["seed"], []).extend(res["rows"])
         for k, v in res["shares"].items():
             shares.setdefault(k, []).append(v)
         for k, v in res["best"].items():
@@ -486,7 +499,9 @@ def run_sparse(out_dir: Path, quick: bool = False, seed: int = 0, progress: bool
     per_seed_cfg = {}
     for sd in seeds:
         sp = concept_split(corpus, budget, sd)
-        rows += sparse_baselines(corpus, sp["test"], sd)
+        base = sparse_baselines(corpus, sp["test"], sd)
+        rows += base
+        by_seed.setdefault(sd, []).extend(base)
         per_seed_cfg[f"seed{sd}"] = {"test_concepts": sp["test_concepts"].tolist(),
                                      "val_concepts": sp["val_concepts"].tolist(), "n_train_images": int(len(sp["train"])),
                                      "n_test_images": int(len(sp["test"])), "n_val_images": int(len(sp["val"])),
@@ -494,6 +509,7 @@ def run_sparse(out_dir: Path, quick: bool = False, seed: int = 0, progress: bool
     config = {"seeds": seeds, "settings": s, "splits": per_seed_cfg, "budget": budget_dict(budget),
               "term_shares": {k: mean_shares(v) for k, v in shares.items()},
               "selected_step": {k: [b.get("step") for b in v] for k, v in best.items()},
+              "paired_rsum": paired(by_seed, _comparisons(s)),
               "pseudo_captions": "image tags joined in order",
               "s_g": "EfficientNet-Lite0 ImageNet head scores matched against WordNet-expanded caption words"}
     return {"experiment": "emoji-sparse", "config": config, "rows": aggregate(rows), "paper": _seed003_rows()}

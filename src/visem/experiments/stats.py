@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["as_tensor", "floored_std", "mean_std"]
+__all__ = ["as_tensor", "floored_std", "mean_std", "paired_difference"]
 
 
 def as_tensor(a: Any, dtype: torch.dtype | None = None) -> Tensor:
@@ -47,3 +47,17 @@ def mean_std(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
         out[f"{key}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
     out["n_runs"] = len(rows)
     return out
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
+    """``{"mean", "std", "n", "wins"}`` of ``a[i] - b[i]`` over runs that share their split or seed ``i``.
+
+    ``std`` is the sample std of the differences and ``wins`` the number of
+    runs where ``a`` is higher; with five runs, a mean difference that is
+    small against its std decides nothing.
+    """
+    if len(a) != len(b) or not len(a):
+        raise ValueError(f"paired_difference needs two equally long, non-empty sequences, got {len(a)} and {len(b)}")
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    return {"mean": float(d.mean()), "std": float(d.std(ddof=1)) if len(d) > 1 else 0.0, "n": len(d),
+            "wins": int((d > 0).sum())}

@@ -56,9 +56,10 @@ def adam(params, lr: float, weight_decay: float = 0.0, **kwargs: Any) -> torch.o
     """Adam, fused into one kernel per step where torch has it for the parameters' device.
 
     The fused implementation computes the same update as the default one
-    (the same formula, up to float rounding) and on a CPU takes about a
-    quarter of its time (``bench/bench_train.py``): the optimiser step is a
-    large part of a small model's step.
+    (the same formula, up to float rounding); on a CPU its step over 1.3M
+    parameters takes about a quarter of the foreach implementation's time,
+    which makes a whole LCALE or VSE++ training step 7-13% cheaper
+    (``bench/bench_train.py``).
     """
     params = list(params)
     try:
@@ -158,15 +159,17 @@ class RetrievalModel(EmbeddingModel):
         raise NotImplementedError
 
     @torch.no_grad()
-    def evaluate(self, data: Mapping[str, Tensor]) -> dict[str, float]:
+    def embed_pair(self, image: Tensor, text: Tensor) -> tuple[Tensor, Tensor]:
+        """Embeddings of held-out ``image`` and ``text`` in eval mode (the training mode is restored)."""
         was_training = self.training
         self.eval()
         try:
-            img = self.embed_image(data["image"])
-            txt = self.embed_text(data["text"])
+            return self.embed_image(image), self.embed_text(text)
         finally:
             self.train(was_training)
-        return retrieval_recall(img, txt, data["txt_to_img"])
+
+    def evaluate(self, data: Mapping[str, Tensor]) -> dict[str, float]:
+        return retrieval_recall(*self.embed_pair(data["image"], data["text"]), data["txt_to_img"])
 
 
 class PairRankingLoss:

@@ -56,6 +56,8 @@ class ImageCNN(nn.Module):
             nn.Flatten(), nn.Dropout(dropout), nn.Linear(c2 * 49, hidden), nn.ReLU(), nn.Dropout(dropout),
             nn.Linear(hidden, n_classes),
         )
+        # channels-last convolutions: about 1.3-1.6x more images per CPU second (docs/pse.md)
+        self.features.to(memory_format=torch.channels_last)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() == 2:
@@ -64,7 +66,7 @@ class ImageCNN(nn.Module):
             x = x.view(-1, 1, 28, 28)
         elif x.dim() != 4 or tuple(x.shape[1:]) != (1, 28, 28):
             raise ValueError(f"images must be (N, 784) or (N, 1, 28, 28), got {tuple(x.shape)}")
-        return self.head(self.features(x))
+        return self.head(self.features(x.contiguous(memory_format=torch.channels_last)))
 
 
 @dataclass(frozen=True)
@@ -83,9 +85,12 @@ class ClassifierRecipe:
         return f"v{CLASSIFIER_VERSION}-e{self.epochs}-b{self.batch_size}-sh{self.shift}-n{n}-s{self.seed}"
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict(model: nn.Module, images: Tensor, chunk: int = 1000) -> Tensor:
-    """Class index of each image, in chunks; ``images`` ``(N, 784)`` float in ``[0, 1]``."""
+    """Class index of each image, ``chunk`` images per call; ``images`` ``(N, 784)`` float in ``[0, 1]``.
+
+    Chunks of about 1,000 images are the fastest on CPU (larger ones leave the cache).
+    """
     was = model.training
     model.eval()
     try:

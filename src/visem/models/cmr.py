@@ -43,17 +43,9 @@ class CrossModalModel(RetrievalModel):
     same class); :meth:`example_batch` gives random pairs of 4 classes.
     """
 
-    @torch.no_grad()
     def evaluate(self, data: Mapping[str, Tensor]) -> dict[str, float]:
         """Cross-modal MAP / P@100 on ``image``, ``text``, ``image_label``, ``text_label``."""
-        was = self.training
-        self.eval()
-        try:
-            img = self.embed_image(data["image"])
-            txt = self.embed_text(data["text"])
-        finally:
-            self.train(was)
-        return cross_modal_map(img, txt, data["image_label"], data["text_label"])
+        return cross_modal_map(*self.embed_pair(data["image"], data["text"]), data["image_label"], data["text_label"])
 
     def example_batch(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
         cfg, c = self.config, 4
