@@ -180,3 +180,20 @@ def test_share_probe_measures_the_terms_before_and_after_training(tmp_path):
     Trainer(model2, sampler2, cfg2).fit()
     for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_share_probe_without_any_gradient_gives_zero_shares_not_an_error(tmp_path):
+    """A hinge met by every pair of the probe batch has no gradient: the run goes on, the shares are 0."""
+    from visem.experiments.retrieval import mean_shares
+    from visem.models.base import Objective
+
+    model, sampler, cfg = _setup(steps=4)
+    real = model.objective
+    # a term times zero keeps its graph and has a zero gradient, as a satisfied hinge
+    model.objective = lambda batch, progress=0.0: Objective(
+        {k: v * 0.0 for k, v in real(batch, progress).terms.items()})
+    trainer = Trainer(model, sampler, cfg, tmp_path, share_probe=True)
+    trainer.fit()
+    assert trainer.shares == {"start": {"ranking": 0.0}, "end": {"ranking": 0.0}}
+    # the mean over seeds leaves such a probe out
+    assert mean_shares([trainer.shares, {"start": {"ranking": 1.0}}]) == {"start": {"ranking": 1.0}}

@@ -440,10 +440,14 @@ def paired(rows_by_seed: Mapping[int, Sequence[Mapping[str, Any]]], comparisons:
 
 
 def mean_shares(per_seed: Sequence[Mapping[str, Mapping[str, float]]]) -> dict[str, dict[str, float]]:
-    """``{"start"|"end": {term: mean share over seeds}}`` of the :func:`train_model` shares of several seeds."""
+    """``{"start"|"end": {term: mean share over seeds}}`` of the :func:`train_model` shares of several seeds.
+
+    A probe where no term had a gradient (every share 0: a hinge met by all
+    the probe batch's pairs) has no shares to average and is left out.
+    """
     out: dict[str, dict[str, float]] = {}
     for when in ("start", "end"):
-        found = [s[when] for s in per_seed if when in s]
+        found = [s[when] for s in per_seed if when in s and sum(s[when].values()) > 0]
         if found:
             out[when] = {k: float(np.mean([f[k] for f in found])) for k in found[0]}
     return out

@@ -74,8 +74,8 @@ class LCALE(CrossModalModel):
     With ``z_m ~ q(z | x_m)`` for ``m`` in ``{v, t, c}`` (``x_c`` the class
     embedding of the pair's class), each per-sample term averaged over the
     batch (the expectations of Eq. 8) and ``||.||^2`` the squared error of
-    :func:`squared_error` (summed over the feature dimensions, or averaged
-    with ``rec_reduction="mean"``):
+    :func:`squared_error` (averaged over the feature dimensions with
+    ``reduction="mean"``, the default, or summed with ``"sum"``):
 
     * ``vae``  (Eq. 2): ``sum_m ||x_m - D_m(z_m)||^2 + KL(q(z|x_m) || N(0, I))``
       (the Gaussian log-likelihood up to constants, as squared error; the KL

@@ -74,7 +74,9 @@ class Trainer:
     :func:`visem.train.shares.gradient_shares` is measured (schedules at their
     final values) before the first step and after the last; the result is
     ``self.shares = {"start": ..., "end": ...}`` (``start`` only when training
-    began here, not on a resume) and ``shares.json`` in the run directory.
+    began here, not on a resume; every share 0 when no term has a gradient on
+    the probe batch, e.g. a hinge already met by all its pairs) and
+    ``shares.json`` in the run directory.
     ``select=(score_fn, every)``: model selection on held-out data, as seed
     003 Sec. 4.3 selects by validation rsum: ``score_fn(model)`` (higher is
     better, never computed on test data) every ``every`` steps and at the
@@ -269,11 +271,15 @@ class Trainer:
     def _measure_shares(self, when: str) -> None:
         if self.share_probe is None:
             return
-        from visem.train.shares import gradient_shares
+        from visem.train.shares import gradient_norms
 
         batch = {**self.share_probe, **self.static}
         with torch.random.fork_rng():
-            self.shares[when] = gradient_shares(self.model, batch, progress=1.0)
+            norms = gradient_norms(self.model, batch, progress=1.0)
+        # every term at zero gradient (a hinge met by every pair of the probe batch, typical at the end
+        # of training on few pairs) gives every share 0, not an error that would end the run
+        total = sum(norms.values())
+        self.shares[when] = {k: (v / total if total > 0 else 0.0) for k, v in norms.items()}
         self.model.zero_grad(set_to_none=True)
         if self.run_dir is not None:
             from visem.io import atomic_write_json
