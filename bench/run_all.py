@@ -32,6 +32,7 @@ import torch  # noqa: E402
 from _measure import Row, machine  # noqa: E402
 
 import bench_ann  # noqa: E402
+import bench_features  # noqa: E402
 import bench_metrics  # noqa: E402
 import bench_pse  # noqa: E402
 import bench_train  # noqa: E402
@@ -72,6 +73,7 @@ def main() -> None:
     p.add_argument("--pse-steps", type=int, default=200)
     p.add_argument("--pse-batch", type=int, default=100)
     p.add_argument("--train-steps", type=int, default=20)
+    p.add_argument("--feature-images", type=int, default=128)
     args = p.parse_args()
     if args.full:
         args.queries, args.vsepp_images = 30000, 5000
@@ -91,6 +93,8 @@ def main() -> None:
                            f"--batch {args.pse_batch}")
     train_cmd = f"python bench/bench_train.py --steps {args.train_steps} --threads 1,2"
     rows += bench_train.rows(list(bench_train.SIZES), args.train_steps, [1, 2], train_cmd)
+    feat_cmd = f"python bench/bench_features.py --images {args.feature_images} --batches 8,16,32,64 --threads 1,2"
+    rows += bench_features.rows(args.feature_images, [8, 16, 32, 64], [1, 2], 2, feat_cmd)
     end_machine = machine()
     minutes = (time.perf_counter() - t0) / 60
     m = start_machine

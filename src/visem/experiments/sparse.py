@@ -404,8 +404,8 @@ def _train_defaults(steps: int, batch: int, lr: float, weight_decay: float) -> d
 SPARSE_DEFAULTS: dict[str, Any] = {
     "seeds": 5,
     "workers": None,
-    # the extremes of seed 003's grid and Table 5's setting: 5 seeds in about 13 minutes on 2 cores
-    # (with sparse-50-all, 16; docs/retrieval.md); --set settings=all runs the paper's six and full
+    # the extremes of seed 003's grid and Table 5's setting: 5 seeds in 14 minutes on 2 idle cores
+    # (with sparse-50-all about 17; docs/retrieval.md); --set settings=all runs the paper's six and full
     "settings": ["sparse-10-1", "sparse-10-all", "full"],
     "models": list(SPARSE_MODELS),
     "ablations": list(ABLATIONS),

@@ -89,7 +89,7 @@ def compute_features(
     style: str | None = None,
     limit: int | None = None,
     image_size: int = 224,
-    batch_size: int = 32,
+    batch_size: int = 16,
     progress: bool = False,
     force: bool = False,
     out: str | Path | None = None,
