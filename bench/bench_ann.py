@@ -57,21 +57,10 @@ import platform
 import sys
 
 import numpy as np
-from _measure import Row, measure, measure_cpu
+from _measure import Row, cpu_model, measure, measure_cpu
 
 from visem.io import atomic_write_json
 from visem.search.ann import VectorIndex, recall_at_k
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -144,6 +133,17 @@ def table(rows: list[dict], n_queries: int) -> str:
     return "\n".join(lines)
 
 
+def _interleaved_search(visem_index, faiss_index, queries: np.ndarray, k: int = 10):
+    """Top-``k`` ids of visem's index, its CPU seconds and added RSS, and the mean CPU seconds of the faiss
+    index timed before and after it (both warmed up on 10 queries first)."""
+    visem_index.search(queries[:10], k)
+    faiss_index.search(queries[:10], k)
+    _, peer1, _, _ = measure_cpu(lambda: faiss_index.search(queries, k))
+    (_, ids), visem_s, _, mem = measure_cpu(lambda: visem_index.search(queries, k))
+    _, peer2, _, _ = measure_cpu(lambda: faiss_index.search(queries, k))
+    return ids, visem_s, mem, (peer1 + peer2) / 2
+
+
 def peer_rows(n: int, dim: int, n_queries: int, command: str, centres: int = 1000, noise: float = 0.05,
          query_noise: float = 0.03, target_recall: float = 0.95) -> list[Row]:
     """visem's VectorIndex next to plain faiss on the same vectors, one OpenMP thread, CPU seconds.
@@ -169,13 +169,9 @@ def peer_rows(n: int, dim: int, n_queries: int, command: str, centres: int = 100
 
     flat = plain_flat()
     (exact, _), _, _, _ = measure_cpu(lambda: VectorIndex.build(base, exact_max=n))
-    exact.search(queries[:10], 10)
-    flat.search(queries[:10], 10)
-    _, peer_s, _, _ = measure_cpu(lambda: flat.search(queries, 10))
-    (_, truth), visem_s, _, mem = measure_cpu(lambda: exact.search(queries, 10))
-    _, peer2, _, _ = measure_cpu(lambda: flat.search(queries, 10))
+    truth, visem_s, mem, peer_s = _interleaved_search(exact, flat, queries)
     out.append(Row(f"exact top-10 search, {n_queries:,} queries over {n:,} x {dim}", visem_s,
-                   "plain faiss IndexFlatIP.search", (peer_s + peer2) / 2, mem, command))
+                   "plain faiss IndexFlatIP.search", peer_s, mem, command))
 
     (ivf, rep), visem_s, _, mem = measure_cpu(
         lambda: VectorIndex.build(base, exact_max=0, queries=tune, target_recall=target_recall))
@@ -194,13 +190,9 @@ def peer_rows(n: int, dim: int, n_queries: int, command: str, centres: int = 100
     out.append(Row(f"IVF build (nlist {nlist}) of {n:,} x {dim}", visem_s,
                    "plain faiss IndexIVFFlat train + add (no nprobe tuning)", peer_s, mem, command,
                    note=f"visem tunes nprobe = {nprobe} on other queries (recall@10 >= {target_recall})"))
-    plain.search(queries[:10], 10)
-    ivf.search(queries[:10], 10)
-    _, peer_s, _, _ = measure_cpu(lambda: plain.search(queries, 10))
-    (_, found), visem_s, _, mem = measure_cpu(lambda: ivf.search(queries, 10))
-    _, peer2, _, _ = measure_cpu(lambda: plain.search(queries, 10))
+    found, visem_s, mem, peer_s = _interleaved_search(ivf, plain, queries)
     out.append(Row(f"IVF top-10 search (nprobe {nprobe}), {n_queries:,} queries over {n:,}", visem_s,
-                   "plain faiss IndexIVFFlat.search, same nprobe", (peer_s + peer2) / 2, mem, command,
+                   "plain faiss IndexIVFFlat.search, same nprobe", peer_s, mem, command,
                    note=f"visem recall@10 {recall_at_k(found, truth, 10):.3f}"))
     for r in out:
         print(f"{r.task}: visem {r.visem_s:.3f} s, {r.peer} {r.peer_s:.3f} s, ratio {r.ratio:.2f}", flush=True)

@@ -200,8 +200,9 @@ def rows(args: argparse.Namespace, command: str) -> list[Row]:
     return recall_rows(args, command) + label_rows(args, command, False) + label_rows(args, command, True)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parser(add_help: bool = True) -> argparse.ArgumentParser:
+    """The sizes of the metric benchmarks; ``add_help=False`` to use them as a parent parser (bench/run_all.py)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], add_help=add_help)
     p.add_argument("--images", type=int, default=5000)
     p.add_argument("--dim", type=int, default=1024)
     p.add_argument("--vsepp-images", type=int, default=1000)
@@ -210,12 +211,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--label-dim", type=int, default=512)
     p.add_argument("--sklearn-queries", type=int, default=200)
     p.add_argument("--reps", type=int, default=2, help="alternations of floor and visem for retrieval_recall")
-    p.add_argument("--json", help="write the rows here as JSON")
     return p
 
 
 def main() -> None:
-    args = parser().parse_args()
+    p = parser()
+    p.add_argument("--json", help="write the rows here as JSON")
+    args = p.parse_args()
     command = "python " + " ".join(sys.argv)
     torch.set_num_threads(1)
     print(f"command: {command}")

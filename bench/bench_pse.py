@@ -29,14 +29,13 @@ from torch import Tensor
 from visem.models.registry import build_model
 
 
-def visem_step(name: str, batch: dict, steps: int):
-    torch.manual_seed(0)
-    model = build_model(name, {"image_dim": 784, "class_dim": 10, "n_classes": 10})
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+def _stepper(opt: torch.optim.Optimizer, loss_fn, steps: int):
+    """After one warm-up step, a function that runs ``steps`` optimiser steps on ``loss_fn()`` and returns the
+    last loss."""
 
     def one() -> Tensor:
         opt.zero_grad(set_to_none=True)
-        loss = model.loss(batch)["loss"]
+        loss = loss_fn()
         loss.backward()
         opt.step()
         return loss.detach()
@@ -49,6 +48,14 @@ def visem_step(name: str, batch: dict, steps: int):
         return float(loss)
 
     return run
+
+
+def visem_step(name: str, batch: dict, steps: int):
+    torch.manual_seed(0)
+    model = build_model(name, {"image_dim": 784, "class_dim": 10, "n_classes": 10})
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    return _stepper(opt, lambda: model.loss(batch)["loss"], steps)
 
 
 def multivae_step(batch: dict, steps: int):
@@ -107,21 +114,7 @@ def multivae_step(batch: dict, steps: int):
     data = MultimodalBaseDataset(data={"image": batch["image"], "label": onehot}, labels=batch["label"])
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
-    def one():
-        opt.zero_grad(set_to_none=True)
-        loss = model(data, epoch=1).loss
-        loss.backward()
-        opt.step()
-        return loss.detach()
-
-    one()  # warm-up
-
-    def run() -> float:
-        for _ in range(steps):
-            loss = one()
-        return float(loss)
-
-    return run
+    return _stepper(opt, lambda: model(data, epoch=1).loss, steps)
 
 
 def rows(steps: int, batch_size: int, command: str) -> list[Row]:

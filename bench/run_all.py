@@ -56,17 +56,10 @@ def table(rows: list[Row]) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    # the metric sizes are bench_metrics' own options
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], parents=[bench_metrics.parser(add_help=False)])
     p.add_argument("--out", default=str(HERE / "RESULTS.md"))
     p.add_argument("--full", action="store_true", help="the issue's sizes (about an hour on 2 cores)")
-    p.add_argument("--images", type=int, default=5000)
-    p.add_argument("--dim", type=int, default=1024)
-    p.add_argument("--vsepp-images", type=int, default=1000)
-    p.add_argument("--queries", type=int, default=3000)
-    p.add_argument("--gallery", type=int, default=30000)
-    p.add_argument("--label-dim", type=int, default=512)
-    p.add_argument("--sklearn-queries", type=int, default=200)
-    p.add_argument("--reps", type=int, default=2)
     p.add_argument("--ann-size", type=int, default=100_000)
     p.add_argument("--ann-dim", type=int, default=256)
     p.add_argument("--ann-queries", type=int, default=1000)

@@ -24,7 +24,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["gradient_norms", "gradient_shares", "low_share_terms"]
+__all__ = ["gradient_norms", "gradient_shares", "low_share_terms", "shares_of"]
 
 
 def gradient_norms(model: nn.Module, batch: Mapping[str, Tensor], progress: float = 1.0,
@@ -62,10 +62,15 @@ def gradient_shares(model: nn.Module, batch: Mapping[str, Tensor], progress: flo
                     params: Sequence[nn.Parameter] | None = None) -> dict[str, float]:
     """Each weighted term's fraction of the summed gradient norms (see the module docstring); sums to 1."""
     norms = gradient_norms(model, batch, progress, params)
-    total = sum(norms.values())
-    if total == 0.0:
+    if sum(norms.values()) == 0.0:
         raise ValueError(f"{type(model).__name__}: no term has a gradient on the measured parameters ({sorted(norms)})")
-    return {k: v / total for k, v in norms.items()}
+    return shares_of(norms)
+
+
+def shares_of(norms: Mapping[str, float]) -> dict[str, float]:
+    """Each norm's fraction of their sum; every share 0 when no term has a gradient."""
+    total = sum(norms.values())
+    return {k: (v / total if total > 0 else 0.0) for k, v in norms.items()}
 
 
 def low_share_terms(shares: Mapping[str, float], floor: float = 0.01) -> list[str]:

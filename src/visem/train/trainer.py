@@ -271,15 +271,14 @@ class Trainer:
     def _measure_shares(self, when: str) -> None:
         if self.share_probe is None:
             return
-        from visem.train.shares import gradient_norms
+        from visem.train.shares import gradient_norms, shares_of
 
         batch = {**self.share_probe, **self.static}
         with torch.random.fork_rng():
             norms = gradient_norms(self.model, batch, progress=1.0)
         # every term at zero gradient (a hinge met by every pair of the probe batch, typical at the end
         # of training on few pairs) gives every share 0, not an error that would end the run
-        total = sum(norms.values())
-        self.shares[when] = {k: (v / total if total > 0 else 0.0) for k, v in norms.items()}
+        self.shares[when] = shares_of(norms)
         self.model.zero_grad(set_to_none=True)
         if self.run_dir is not None:
             from visem.io import atomic_write_json
