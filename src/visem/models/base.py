@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -68,15 +69,45 @@ def adam(params, lr: float, weight_decay: float = 0.0, **kwargs: Any) -> torch.o
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **kwargs)
 
 
+@dataclass(frozen=True)
+class Phase:
+    """One update of a training step: a forward through the model, a backward, the named optimisers step.
+
+    ``optimizers``: indices into :meth:`EmbeddingModel.make_optimizers`'
+    list (``None``: all of them); their parameters are the ones clipped.
+    ``log``: the loss terms of this phase are the step's logged terms (the
+    first such phase wins). A step is the phases in order on one batch,
+    gradients zeroed before each.
+    """
+
+    name: str = "main"
+    optimizers: tuple[int, ...] | None = None
+    log: bool = True
+
+
 class EmbeddingModel(nn.Module):
     """Base class of registered models.
 
     Subclasses implement :meth:`objective` (the paper's weighted terms for one
     batch, see :class:`Objective`) and :meth:`example_batch`; :meth:`loss` is
     the dict of named scalar terms the trainer logs, whose key ``"loss"`` is
-    the total to minimise. Models with several optimisers or alternating
-    updates (LCALE's Algorithm 1, adversarial training) override
-    :meth:`make_optimizers` and :meth:`train_step`.
+    the total to minimise.
+
+    **Training steps are phases** (:class:`Phase`), so that one step
+    function (:meth:`train_step`) serves every model on one device, under
+    autocast, and under ``DistributedDataParallel``, whose gradient
+    synchronisation fires only through ``forward``. A model with one
+    objective and one optimiser needs nothing more. A model with several
+    optimisers or alternating updates (LCALE's Algorithm 1, a GAN's critic
+    and generator, adversarial training) overrides :meth:`make_optimizers`,
+    :meth:`phases` and :meth:`forward` (which returns the loss dict of the
+    phase it is given); it never overrides :meth:`train_step`.
+
+    **Distributed objectives.** A term that looks across the batch (in-batch
+    negatives, MMD, a correlation, a sum over the batch) is computed on
+    :func:`visem.distributed.gather` ed tensors; per-sample terms averaged
+    over the batch need nothing (the rule in :mod:`visem.distributed`).
+
     :meth:`encoder_parameters` are the parameters whose gradient the
     term-share diagnostics measure (default: all).
     """
@@ -96,6 +127,20 @@ class EmbeddingModel(nn.Module):
         """Named loss terms for one batch (``"loss"`` = the total); ``progress`` is the fraction of training done."""
         return self.objective(batch, progress).log()
 
+    def forward(self, batch: Mapping[str, Tensor], progress: float = 0.0, phase: str = "main") -> dict[str, Tensor]:
+        """The loss dict (``"loss"`` = what this phase minimises) of ``phase`` on ``batch``.
+
+        What ``DistributedDataParallel`` calls; the default serves the one
+        phase ``"main"`` with :meth:`loss`.
+        """
+        if phase != "main":
+            raise ValueError(f"{type(self).__name__} has no training phase {phase!r}")
+        return self.loss(batch, progress)
+
+    def phases(self) -> tuple[Phase, ...]:
+        """The updates of one training step, in order (default: one, all optimisers)."""
+        return (Phase(),)
+
     def encoder_parameters(self) -> list[nn.Parameter]:
         """The parameters that produce the embeddings (what :func:`visem.train.shares.gradient_shares` reads)."""
         return [p for p in self.parameters() if p.requires_grad]
@@ -109,18 +154,50 @@ class EmbeddingModel(nn.Module):
         optimizers: list[torch.optim.Optimizer],
         progress: float = 0.0,
         grad_clip: float | None = None,
+        engine: nn.Module | None = None,
+        precision: Any = None,
     ) -> dict[str, Tensor]:
-        """One update. Raises :class:`NonFiniteError` before stepping on NaN/Inf."""
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
-        terms = self.loss(batch, progress)
-        check_finite(terms)
-        terms["loss"].backward()
-        if grad_clip:
-            nn.utils.clip_grad_norm_(self.parameters(), grad_clip)
-        for opt in optimizers:
-            opt.step()
-        return terms
+        """One step: each of :meth:`phases` in turn. Raises :class:`NonFiniteError` before stepping on NaN/Inf.
+
+        ``engine``: what the forward runs through (``self``, or the
+        ``DistributedDataParallel`` wrapper of ``self``); ``precision``: a
+        :class:`visem.train.precision.Precision` (autocast and the fp16
+        gradient scaler), ``None`` for float32. Cross-batch terms gather
+        across ranks inside this step (:func:`visem.distributed.gathering`).
+        """
+        from visem.distributed import gathering
+
+        engine = self if engine is None else engine
+        logged: dict[str, Tensor] | None = None
+        for phase in self.phases():
+            chosen = [optimizers[i] for i in (phase.optimizers if phase.optimizers is not None
+                                              else range(len(optimizers)))]
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+            with gathering(engine is not self), (precision.autocast() if precision is not None
+                                                  else contextlib.nullcontext()):
+                terms = engine(batch, progress, phase.name)
+            check_finite(terms)
+            loss = terms["loss"]
+            (precision.scale(loss) if precision is not None else loss).backward()
+            if grad_clip:
+                if precision is not None:
+                    for opt in chosen:
+                        precision.unscale_(opt)
+                params = [p for opt in chosen for g in opt.param_groups for p in g["params"]]
+                nn.utils.clip_grad_norm_(params, grad_clip)
+            for opt in chosen:
+                if precision is not None:
+                    precision.step(opt)
+                else:
+                    opt.step()
+            if precision is not None:
+                precision.update()
+            if phase.log and logged is None:
+                logged = terms
+        if logged is None:
+            raise ValueError(f"{type(self).__name__}.phases() marks no phase to log")
+        return logged
 
     # -- evaluation -----------------------------------------------------
     def evaluate(self, data: Mapping[str, Tensor]) -> dict[str, float]:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from visem.losses import kl_diag_gaussians, median_bandwidth, mmd, wasserstein2_diag
-from visem.models.base import Objective, adam, check_finite
+from visem.models.base import Objective, Phase, adam
 from visem.models.cmr import CrossModalModel, cross_modal_map
 from visem.models.layers import VAE, mlp
 from visem.models.registry import register_model
@@ -184,30 +184,20 @@ class LCALE(CrossModalModel):
     def make_optimizers(self, lr: float, weight_decay: float = 0.0) -> list[torch.optim.Optimizer]:
         return [adam(g, lr=lr, weight_decay=weight_decay) for g in self._groups()]
 
-    def train_step(self, batch: Mapping[str, Tensor], optimizers: list[torch.optim.Optimizer],
-                   progress: float = 0.0, grad_clip: float | None = None) -> dict[str, Tensor]:
-        """Algorithm 1 of seed 004: encoders, then decoders, then regressors."""
-        groups = self._groups()
-        first: dict[str, Tensor] = {}
-        for i, (params, opt) in enumerate(zip(groups[:2], optimizers[:2])):
-            self.zero_grad(set_to_none=True)
-            terms = self._objective(batch, encoders=i == 0).log()
-            check_finite(terms)
-            if i == 0:
-                first = terms
-            terms["loss"].backward()
-            if grad_clip:
-                nn.utils.clip_grad_norm_(params, grad_clip)
-            opt.step()
-        if self.config.use_cyc:
-            self.zero_grad(set_to_none=True)
-            cyc = self._cyc_only(batch)
-            check_finite({"cyc": cyc})
-            cyc.backward()
-            if grad_clip:
-                nn.utils.clip_grad_norm_(groups[2], grad_clip)
-            optimizers[2].step()
-        return first
+    def phases(self) -> tuple[Phase, ...]:
+        """Algorithm 1 of seed 004: encoders, then decoders, then regressors (each on its own optimiser)."""
+        out = (Phase("encoders", (0,)), Phase("decoders", (1,), log=False))
+        return out + (Phase("regressors", (2,), log=False),) if self.config.use_cyc else out
+
+    def forward(self, batch: Mapping[str, Tensor], progress: float = 0.0, phase: str = "encoders") -> dict[str, Tensor]:
+        """The loss dict of one phase of Algorithm 1 (``"main"`` is the encoders' phase, Eq. 9 whole)."""
+        if phase in ("main", "encoders"):
+            return self._objective(batch, encoders=True).log()
+        if phase == "decoders":
+            return self._objective(batch, encoders=False).log()
+        if phase == "regressors":
+            return {"loss": self._cyc_only(batch)}
+        raise ValueError(f"LCALE has no training phase {phase!r}")
 
     def _cyc_only(self, batch: Mapping[str, Tensor]) -> Tensor:
         """``gamma * L_CYC`` with the VAEs detached (the regressors' objective in Alg. 1 line 5)."""
