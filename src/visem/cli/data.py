@@ -77,7 +77,7 @@ def add_parser(subparsers) -> None:
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     p = dsub.add_parser("info", help="counts, shapes, classes and provenance of a data set")
-    p.add_argument("name", help="mnist, fashion-mnist, emoji, or a format: xian, vsepp, crossmodal, captions")
+    p.add_argument("name", help="mnist, fashion-mnist, emoji, emoji-sketch, or a format: xian, vsepp, crossmodal, captions")
     p.add_argument("--path", help="folder or file for a benchmark format")
     p.add_argument("--split", help="split to describe (format readers)")
     p.add_argument("--images", help="image folder (captions format)")

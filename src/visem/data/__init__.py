@@ -7,6 +7,8 @@ Built-in sources (prepared by ``visem data fetch``, see :mod:`visem.data.fetcher
   (60,000) and ``test`` (10,000).
 * ``emoji`` -> :class:`~visem.data.emoji.EmojiData` (one table: concept,
   style, image, captions, tags, group, subgroup); split ``all`` or a style.
+* ``emoji-sketch`` -> :class:`~visem.data.sketch.SketchData` (Symbola line-art
+  glyphs of the emoji concepts, and the colour emoji of their subgroups).
 
 Benchmark formats, read from files the user brings (``path=``):
 
@@ -48,13 +50,15 @@ __all__ = [
     "canonical_name",
 ]
 
-BUILTIN = ("mnist", "fashion-mnist", "emoji")
+BUILTIN = ("mnist", "fashion-mnist", "emoji", "emoji-sketch")
 FORMATS = ("xian", "vsepp", "crossmodal", "captions")
 _ALIASES = {
     "fashion_mnist": "fashion-mnist",
     "fashionmnist": "fashion-mnist",
     "fmnist": "fashion-mnist",
     "emojis": "emoji",
+    "emoji-sketches": "emoji-sketch",
+    "sketch": "emoji-sketch",
     "zsl": "xian",
     "awa1": "xian",
     "awa2": "xian",
@@ -114,6 +118,12 @@ def load(name: str, split: str | None = None, *, path: str | Path | None = None,
             from visem.data.mnist import load_fashion_mnist
 
             return load_fashion_mnist(split or "train")
+        if key == "emoji-sketch":
+            from visem.data.sketch import load_emoji_sketch
+
+            if split not in (None, "all"):
+                raise DataError(f"emoji-sketch has one split, 'all' (got {split!r})")
+            return load_emoji_sketch()
         from visem.data.emoji import load_emoji
 
         return load_emoji(split or "all")
@@ -227,6 +237,8 @@ def info(name: str, path: str | Path | None = None, split: str | None = None, **
                 f"pinned versions: {', '.join(f'{p}@{v[0]}' for p, v in EMOJI_PACKAGES.items())}",
             ],
         )
+    if key == "emoji-sketch":
+        return _emoji_sketch_info()
     data = load(name, split=split, path=path, **kwargs)
     if key == "xian":
         return DatasetInfo(
@@ -257,4 +269,32 @@ def info(name: str, path: str | Path | None = None, split: str | None = None, **
         classes=list(data.class_names),
         source=data.source,
         notes=data.report.summary().splitlines(),
+    )
+
+
+def _emoji_sketch_info() -> DatasetInfo:
+    """``visem data info emoji-sketch``: concepts, classes and the per-class counts of both modalities."""
+    from visem.data.sketch import SKETCH_PADDING, SKETCH_SIZE
+
+    data = load("emoji-sketch")
+    counts = data.class_counts()
+    per_style = data.images.groupby("style").size().to_dict()
+    out: dict[str, Any] = {"sketches (concepts)": len(data), "classes (subgroups with a sketch)": len(counts)}
+    out.update({f"images ({s})": n for s, n in per_style.items()})
+    out["sketches per class"] = (f"min {int(counts['sketches'].min())}, median {float(counts['sketches'].median()):g}, "
+                                 f"max {int(counts['sketches'].max())}")
+    out["per class (sketches / images)"] = "; ".join(f"{r.subgroup} {r.sketches}/{r.images}" for r in counts.itertuples())
+    ex = data.table.iloc[min(len(data) - 1, 100)]
+    return DatasetInfo(
+        name="emoji-sketch",
+        counts=out,
+        shapes={"sketches": f"{SKETCH_SIZE} x {SKETCH_SIZE} 8-bit grey PNG, glyph fitted inside a {SKETCH_PADDING} px "
+                            "padding and centred",
+                "images": "64 x 64 RGBA PNG of the emoji styles (the image modality)",
+                "labels": "int64 subgroup index (the emoji data's class list)"},
+        classes=list(counts["subgroup"]),
+        source={k: v for k, v in data.source.items() if v is not None},
+        notes=[f"example: {ex['emoji']} {ex['concept']} subgroup={ex['subgroup']} sketch={ex['image']}",
+               "sketches: the Symbola glyph of every emoji concept that is one code point (FE0F ignored) and that "
+               "the font draws; images: every Google and Twitter emoji of those subgroups"],
     )

