@@ -103,6 +103,9 @@ __all__ = [
     "per_class_accuracy",
     "precision_at_k",
     "retrieval_recall",
+    # binary codes and precision-recall curves (zero-shot SBIR, seed 004 Table 3 and Figure 3)
+    "hamming_distance",
+    "precision_recall_curve",
 ]
 
 DEFAULT_CHUNK_SIZE = 1024
@@ -1173,3 +1176,95 @@ def bleu(
     streams = [[r[s] if s < len(r) else None for r in refs] for s in range(width)]  # type: ignore[index,arg-type]
     metric = sacrebleu.BLEU(max_ngram_order=int(n), tokenize=tokenize, lowercase=lowercase)
     return float(metric.corpus_score(hyps, streams).score)
+
+
+# --------------------------------------------------------------------------
+# binary codes (Hamming ranking) and precision-recall curves
+# --------------------------------------------------------------------------
+def _as_codes(name: str, x: ArrayLike) -> Tensor:
+    """``{-1, +1}`` float64 codes from ``{-1, +1}``, ``{0, 1}`` or bool arrays (ValueError otherwise)."""
+    t = _to_tensor(name, x)
+    if t.dim() != 2:
+        raise ValueError(f"{name} must be 2-D (n, bits), got shape {tuple(t.shape)}")
+    t = t.to(torch.float64)
+    if bool(((t != 1) & (t != -1)).any()):
+        if bool(((t != 1) & (t != 0)).any()):
+            raise ValueError(f"{name} must hold binary codes ({{-1, 1}} or {{0, 1}}), got other values")
+        t = 2 * t - 1
+    return t
+
+
+def hamming_distance(query_codes: ArrayLike, gallery_codes: ArrayLike) -> Tensor:
+    """Hamming distances ``(n_query, n_gallery)`` (int64) between binary codes.
+
+    Codes are ``{-1, +1}``, ``{0, 1}`` or bool rows of equal width ``m``. For
+    ``{-1, +1}`` codes ``q . g = m - 2 * hamming(q, g)``, so **ranking by the
+    dot product of ``{-1, +1}`` codes is ranking by Hamming distance**: pass
+    such codes to :func:`mean_average_precision` and :func:`precision_at_k`
+    and equal distances are exact ties (small integers in float64), counted
+    against the query like every tie there. This function gives the distances
+    themselves (for inspection and tests).
+
+    Example:
+        >>> hamming_distance([[1, -1, 1]], [[1, 1, 1], [-1, 1, -1]]).tolist()
+        [[1, 3]]
+    """
+    q = _as_codes("query_codes", query_codes)
+    g = _as_codes("gallery_codes", gallery_codes).to(q.device)
+    if q.shape[1] != g.shape[1]:
+        raise ValueError(f"query_codes and gallery_codes must have the same width, got {tuple(q.shape)} and {tuple(g.shape)}")
+    return ((q.shape[1] - q @ g.T) / 2).round().to(torch.int64)
+
+
+def precision_recall_curve(
+    query_emb: ArrayLike,
+    gallery_emb: ArrayLike,
+    query_labels: ArrayLike,
+    gallery_labels: ArrayLike,
+    recall_levels: Sequence[float] | int = 11,
+    chunk_size: int = DEFAULT_LABEL_CHUNK_SIZE,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean interpolated precision at fixed recall levels (seed 004 Figure 3), fractions.
+
+    Each query ranks the whole gallery by dot product (pass ``{-1, +1}``
+    codes to rank by Hamming distance, L2-normalised embeddings for cosine),
+    equal scores ordered irrelevant-first as in :func:`mean_average_precision`.
+    At rank ``r`` precision is ``hits(r) / r`` and recall ``hits(r) / R``; the
+    interpolated precision at recall level ``t`` is the highest precision at
+    any rank whose recall is at least ``t`` (the PASCAL VOC / TREC
+    convention), averaged over the queries. ``recall_levels``: the levels, or
+    their number spread evenly over ``[0, 1]`` (11: 0, 0.1, ..., 1). Queries
+    without any relevant item raise ValueError naming them.
+
+    Returns:
+        ``(recall_levels, precision)``, two float64 arrays of equal length.
+    """
+    cs = _check_chunk(chunk_size)
+    q, g, ql, gl = _validate_label_retrieval(query_emb, gallery_emb, query_labels, gallery_labels)
+    levels = np.linspace(0.0, 1.0, int(recall_levels)) if isinstance(recall_levels, int) else np.asarray(
+        recall_levels, dtype=np.float64)
+    if levels.ndim != 1 or levels.size == 0 or (levels < 0).any() or (levels > 1).any():
+        raise ValueError(f"recall_levels must be a count or values in [0, 1], got {recall_levels!r}")
+    lv = torch.as_tensor(levels, dtype=torch.float64, device=q.device)
+    scorer = _GalleryScorer(g)
+    total = torch.zeros(len(levels), dtype=torch.float64, device=q.device)
+    ranks = torch.arange(1, g.shape[0] + 1, dtype=torch.float64, device=q.device)
+    for a in range(0, q.shape[0], cs):
+        rel = _relevance(ql[a : a + cs], gl)
+        n_rel = rel.sum(dim=1)
+        if bool((n_rel == 0).any()):
+            i = a + int(torch.nonzero(n_rel == 0)[0, 0])
+            raise ValueError(f"query {i} has no relevant item in the gallery (query_labels[{i}])")
+        scores = scorer(q[a : a + cs])
+        # pessimistic order: a stable sort by relevance (irrelevant first), then a stable one by score
+        by_rel = torch.argsort(rel.to(torch.int8), dim=1, stable=True)
+        order = torch.gather(by_rel, 1, torch.argsort(torch.gather(scores, 1, by_rel), dim=1, descending=True,
+                                                      stable=True))
+        hits = torch.gather(rel, 1, order).cumsum(dim=1, dtype=torch.float64)
+        precision = hits / ranks
+        recall = hits / n_rel[:, None].to(torch.float64)
+        # best precision at recall >= t: a running maximum from the end, read at the first rank reaching t
+        best_after = precision.flip(1).cummax(dim=1).values.flip(1)
+        first = torch.searchsorted(recall.contiguous(), lv.expand(len(recall), -1).contiguous(), right=False)
+        total += torch.gather(best_after, 1, first.clamp(max=g.shape[0] - 1)).sum(dim=0)
+    return levels, (total / q.shape[0]).cpu().numpy()

@@ -12,7 +12,7 @@ import torch
 from visem.config import ConfigError
 from visem.models import EmbeddingModel, build_model, get_model_spec, list_models, resolve_config
 
-DIMS = {"image_dim": 12, "text_dim": 7, "class_dim": 5, "n_classes": 4, "vocab_size": 30}
+DIMS = {"image_dim": 12, "text_dim": 7, "class_dim": 5, "n_classes": 4, "vocab_size": 30, "sketch_dim": 9}
 NAMES = [s.name for s in list_models()]
 
 
