@@ -231,7 +231,8 @@ class SketchData:
     sketch PNG), ``group``, ``subgroup``, ``label`` (index into :attr:`class_names`,
     the emoji data's subgroups, so GloVe class vectors of ``emoji`` line up),
     ``order``. ``images``: the image modality, every Google and Twitter emoji of
-    a subgroup that has at least one sketch (the emoji table's columns),
+    a subgroup that has at least one sketch (the emoji table's columns, and
+    ``row``: the row of ``load("emoji")``'s table, hence of its feature files),
     including concepts without a sketch, as Sketchy's gallery holds photos no
     sketch was drawn from.
     """
@@ -291,7 +292,7 @@ def load_emoji_sketch(size: int = SKETCH_SIZE, padding: int = SKETCH_PADDING) ->
         raise DataError(f"{missing[0]}: sketch file missing (run `visem data fetch emoji-sketch --force`)")
     table["label"] = table["label"].astype(np.int64)
     table = table.sort_values(["order", "concept"], kind="stable").reset_index(drop=True)
-    images = emoji.table[emoji.table["label"].isin(table["label"].unique())].reset_index(drop=True)
+    images = emoji.table[emoji.table["label"].isin(table["label"].unique())].rename_axis("row").reset_index()
     source: dict[str, Any] = {k: stamp.get(k) for k in ("package", "version", "font", "font_sha256", "size",
                                                          "padding", "render_pt", "pillow", "freetype")}
     source["folder"] = str(folder)

@@ -43,6 +43,8 @@ from visem.io import atomic_write_json
 
 # Modules whose import registers experiments.
 EXPERIMENT_MODULES = ("visem.experiments.synthetic", "visem.experiments.zsl", "visem.experiments.zscmr", "visem.experiments.cross_style", "visem.experiments.sparse", "visem.experiments.pse", "visem.experiments.benchmarks")
+# zero-shot sketch-based image retrieval (seed 004 Sec. 4.3) and LCALE's hyper-parameter sensitivity (Figure 6)
+EXPERIMENT_MODULES += ("visem.experiments.sbir", "visem.experiments.sensitivity")
 
 # Keys that name a row rather than measure it.
 ID_KEYS = ("model", "setting", "latent_dim", "features", "dataset")

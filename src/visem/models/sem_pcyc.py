@@ -68,14 +68,14 @@ class _Noise(nn.Module):
         return x + self.std * torch.randn_like(x) if self.training and self.std > 0 else x
 
 
-def _generator(d_in: int, d_out: int, dropout: float) -> nn.Sequential:
-    h = (d_in + d_out) // 2
+def _generator(d_in: int, d_out: int, dropout: float, hidden: int | None = None) -> nn.Sequential:
+    h = hidden or (d_in + d_out) // 2
     return nn.Sequential(nn.Linear(d_in, h), nn.LeakyReLU(0.2), nn.Dropout(dropout),
                          nn.Linear(h, h), nn.LeakyReLU(0.2), nn.Dropout(dropout), nn.Linear(h, d_out))
 
 
-def _discriminator(d_in: int, noise: float) -> nn.Sequential:
-    h = max(1, d_in // 2)
+def _discriminator(d_in: int, noise: float, hidden: int | None = None) -> nn.Sequential:
+    h = hidden or max(1, d_in // 2)
     return nn.Sequential(_Noise(noise), nn.Linear(d_in, h), nn.LeakyReLU(0.2), nn.Linear(h, h), nn.LeakyReLU(0.2),
                          nn.Linear(h, 1))
 
@@ -87,6 +87,7 @@ class SEMPCYCConfig:
     class_dim: int | None = None
     n_classes: int | None = None
     dim_out: int = 16  # the semantic space; 64 bits in seed 004's binary comparison (reference default 128)
+    hidden: int | None = None  # None: the reference's (in + out) / 2 (generators) and in / 2 (discriminators)
     lambda_se: float = 10.0
     lambda_im: float = 10.0
     lambda_sk: float = 10.0
@@ -125,11 +126,12 @@ class SEMPCYC(SketchImageModel):
         super().__init__(config)
         k, c = config.dim_out, config.class_dim
         d_i, d_s, p = config.image_dim, config.sketch_dim, config.dropout
-        self.sk2se, self.im2se = _generator(d_s, k, p), _generator(d_i, k, p)
-        self.se2sk, self.se2im = _generator(k, d_s, p), _generator(k, d_i, p)
-        self.d_se = _discriminator(k, config.disc_noise)
-        self.d_sk = _discriminator(d_s, config.disc_noise)
-        self.d_im = _discriminator(d_i, config.disc_noise)
+        h = config.hidden
+        self.sk2se, self.im2se = _generator(d_s, k, p, h), _generator(d_i, k, p, h)
+        self.se2sk, self.se2im = _generator(k, d_s, p, h), _generator(k, d_i, p, h)
+        self.d_se = _discriminator(k, config.disc_noise, h and min(h, max(1, k // 2)))
+        self.d_sk = _discriminator(d_s, config.disc_noise, h)
+        self.d_im = _discriminator(d_i, config.disc_noise, h)
         self.ae_enc = nn.Sequential(nn.Linear(c, k), nn.ReLU())
         self.ae_dec = nn.Sequential(nn.Linear(k, c), nn.ReLU())
         self.cls_se = nn.Linear(k, config.n_classes, bias=False)
