@@ -156,3 +156,20 @@ def test_lcale_beats_random_by_far_on_a_planted_signal():
     assert floor < 0.35  # 4 unseen classes of equal size
     assert scores["real"]["map"] > floor + 0.4, (scores, floor)
     assert scores["binary"]["map"] > floor + 0.25, (scores, floor)
+
+
+def test_lcale_on_sketches_is_lcale_with_the_sketch_in_the_text_slot():
+    dims = {"image_dim": 6, "class_dim": 4}
+    torch.manual_seed(0)
+    text_model = build_model("lcale", {}, dims={**dims, "text_dim": 5}).eval()
+    torch.manual_seed(0)
+    sketch_model = build_model("lcale-sbir", {}, dims={**dims, "sketch_dim": 5}).eval()
+    g = torch.Generator().manual_seed(1)
+    batch = {"image": torch.randn(8, 6, generator=g), "sketch": torch.randn(8, 5, generator=g),
+             "label": torch.arange(8) % 3, "class_emb": torch.randn(3, 4, generator=g)}
+    a = text_model.loss({**batch, "text": batch["sketch"]})
+    b = sketch_model.loss(batch)
+    assert set(a) == set(b) and all(torch.allclose(a[k], b[k]) for k in a)
+    assert torch.equal(sketch_model.embed_sketch(batch["sketch"]), text_model.embed_text(batch["sketch"]))
+    with pytest.raises(TypeError, match="embed_sketch"):
+        sketch_model.embed_text(batch["sketch"])
