@@ -476,7 +476,7 @@ SBIR_DEFAULTS: dict[str, Any] = {
     "max_class_share": 0.15,
     "pair_rounds": 2,
     "runs": [label for label in SBIR_RUNS if label != "zs-sbir:aae"],
-    "train": {"steps": 500, "batch_size": 128, "lr": 1e-3},
+    "train": {"steps": 300, "batch_size": 128, "lr": 1e-3},
     "model": {name: {} for name in dict.fromkeys(v[0] for v in SBIR_RUNS.values())},
     "figures": True,
     "max_classes": None,  # only the first N subgroups of the built-in data (the quick run: 40)
