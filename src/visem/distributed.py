@@ -36,7 +36,7 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-__all__ = ["any_rank", "barrier", "batch_sum", "gather", "gathered_rows", "gathering", "is_distributed", "is_main", "local_rank", "rank", "world_size"]
+__all__ = ["any_rank", "barrier", "batch_sum", "broadcast_object", "gather", "gathered_rows", "shard_map", "gathering", "is_distributed", "is_main", "local_rank", "rank", "world_size"]
 
 _GATHERING = False
 
@@ -166,3 +166,37 @@ def any_rank(flag: bool) -> bool:
     t = torch.tensor([1.0 if flag else 0.0])
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def shard_map(fn, x: Tensor) -> Tensor:
+    """``fn(x)`` for a row-wise ``fn`` (an encoder at evaluation), each rank computing its share of the rows.
+
+    Under a process group every rank embeds its contiguous ``ceil(n / w)``
+    rows and the results are all-gathered, so every rank ends with the whole
+    of ``fn(x)`` (and can rank the gallery itself); every rank must call it.
+    Outside a group, or inside a training step, it is ``fn(x)``.
+    """
+    if not is_distributed() or _GATHERING or x.shape[0] == 0:
+        return fn(x)
+    import torch.distributed as dist
+
+    w, r, n = world_size(), rank(), x.shape[0]
+    per = -(-n // w)
+    part = x[r * per:(r + 1) * per]
+    if part.shape[0] < per:  # the last ranks pad with copies of row 0, dropped below
+        part = torch.cat([part, x[:1].expand(per - part.shape[0], *x.shape[1:])])
+    y = fn(part).contiguous()
+    out = torch.empty((w * per, *y.shape[1:]), dtype=y.dtype, device=y.device)
+    dist.all_gather(list(out.chunk(w)), y)
+    return out[:n]
+
+
+def broadcast_object(obj):
+    """Rank 0's ``obj`` (picklable) on every rank; ``obj`` itself outside a group."""
+    if not is_distributed():
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -1,6 +1,6 @@
 """Run under ``torchrun`` by tests/train/test_distributed.py (not collected by pytest: no ``test_`` prefix).
 
-``walk OUT.json``: every registered model, 3 data-parallel steps on shards of
+Writes into the folder given as its argument. ``walk``: every registered model, 3 data-parallel steps on shards of
 one global batch, against the same model trained in one process on the whole
 batch (noise off: ``torch.randn_like`` returns zeros, so sampling models are
 deterministic). Per phase and step it records the relative difference of the
@@ -8,7 +8,10 @@ DDP-averaged gradient from the one-process gradient, and after each step the
 largest difference of the parameters between ranks and from the one-process
 model.
 
-``resume RUN_DIR OUT.json STEPS CRASH_AT``: a Trainer on the synthetic task
+``reproduce``: ``visem reproduce synthetic-retrieval --quick`` (rank 0 writes
+``reproduce/results.json``).
+
+``resume``: a Trainer on the synthetic task
 that raises at step ``CRASH_AT`` (0: never), then a second Trainer on the
 same run directory that finishes; rank 0 writes the final weights' checksum.
 """
@@ -122,10 +125,11 @@ def resume(run_dir: str, out: str, steps: int, crash_at: int) -> None:
 
 
 if __name__ == "__main__":
-    cmd, *args = sys.argv[1:]
-    if cmd == "walk":
-        walk(*args)
-    elif cmd == "resume":
-        resume(args[0], args[1], int(args[2]), int(args[3]))
-    else:
-        raise SystemExit(f"unknown command {cmd!r}")
+    # one launch runs every check (a torchrun start costs seconds): OUT_DIR gets walk.json, resumed.json, straight.json
+    out = Path(sys.argv[1])
+    resume(str(out / "resumed"), str(out / "resumed.json"), steps=20, crash_at=12)
+    resume(str(out / "straight"), str(out / "straight.json"), steps=20, crash_at=0)
+    walk(str(out / "walk.json"))
+    from visem.cli import main
+
+    assert main(["reproduce", "synthetic-retrieval", "--quick", "--out", str(out / "reproduce")]) == 0

@@ -126,6 +126,11 @@ def _figure(width: float, height: float):
 
 
 def _save(fig, path: Path) -> Path:
+    """Write ``fig`` as PNG at ``path`` (rank 0 alone under torchrun)."""
+    from visem.distributed import is_main
+
+    if not is_main():
+        return path
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", bbox_inches="tight")
     return path

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from visem.distributed import gather, gathered_rows
+from visem.distributed import gather, gathered_rows, shard_map
 from visem.losses import ranking_hinges, ranking_loss
 from visem.metrics import retrieval_recall
 
@@ -247,11 +247,17 @@ class RetrievalModel(EmbeddingModel):
 
     @torch.no_grad()
     def embed_pair(self, image: Tensor, text: Tensor) -> tuple[Tensor, Tensor]:
-        """Embeddings of held-out ``image`` and ``text`` in eval mode (the training mode is restored)."""
+        """Embeddings of held-out ``image`` and ``text`` in eval mode (the training mode is restored).
+
+        The inputs go to the model's device; under a process group each rank
+        embeds its share and every rank gets all of them
+        (:func:`visem.distributed.shard_map`).
+        """
         was_training = self.training
         self.eval()
+        device = next((p.device for p in self.parameters()), image.device)
         try:
-            return self.embed_image(image), self.embed_text(text)
+            return (shard_map(self.embed_image, image.to(device)), shard_map(self.embed_text, text.to(device)))
         finally:
             self.train(was_training)
 

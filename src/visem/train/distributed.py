@@ -37,13 +37,14 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from visem.distributed import barrier, is_distributed, is_main, local_rank, rank, world_size  # noqa: F401
+from visem.distributed import (  # noqa: F401  (re-exported: the trainer's one import)
+    barrier, broadcast_object, is_distributed, is_main, local_rank, rank, world_size)
 
 __all__ = [
     "DistributedError",
     "barrier",
     "broadcast_file",
-    "broadcast_float",
+    "broadcast_object",
     "device_for",
     "init_from_env",
     "is_distributed",
@@ -123,17 +124,6 @@ def mean_over_ranks(values: Mapping[str, float]) -> dict[str, float]:
     dist.all_reduce(t)
     t /= world_size()
     return {k: float(v) for k, v in zip(keys, t.tolist())}
-
-
-def broadcast_float(value: float | None) -> float | None:
-    """Rank 0's ``value`` on every rank (a validation score every rank must act on alike)."""
-    if not is_distributed():
-        return value
-    import torch.distributed as dist
-
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def broadcast_file(path: str | Path | None) -> bytes | None:

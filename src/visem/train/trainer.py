@@ -45,6 +45,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from visem.io import atomic_write_text
+from visem.runtime import resolve_precision
 from visem.models.base import EmbeddingModel, NonFiniteError
 from visem.train import distributed as dist
 from visem.train.checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
@@ -66,8 +67,8 @@ class TrainConfig:
     log_every: int = 50
     checkpoint_every: int = 500
     progress: bool = True
-    device: str = "auto"  # auto | cpu | cuda | cuda:N (auto: CUDA when present)
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (auto: $VISEM_DEVICE, else CUDA when present)
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: $VISEM_PRECISION, else fp32)
 
 
 def seed_everything(seed: int) -> None:
@@ -115,7 +116,7 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         dist.init_from_env()
         self.device = dist.device_for(cfg.device)
-        self.precision = Precision(cfg.precision, self.device)
+        self.precision = Precision(resolve_precision(cfg.precision), self.device)
         self.rank, self.world = dist.rank(), dist.world_size()
         self._home = next((p.device for p in model.parameters()), torch.device("cpu"))
         model.to(self.device)
@@ -326,7 +327,7 @@ class Trainer:
         was = self.model.training
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             score = float(score_fn(self.model))
-        score = dist.broadcast_float(score)  # every rank keeps the same best weights
+        score = dist.broadcast_object(score)  # every rank keeps the same best weights
         self.model.train(was)
         if not self.best or score > self.best["score"]:
             self.best = {"step": self.step, "score": score}
