@@ -214,6 +214,10 @@ class EmbeddingModel(nn.Module):
         """A valid random training batch of ``n`` samples, for registry-walking tests."""
         raise NotImplementedError
 
+    def example_eval_data(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
+        """Valid random held-out data of ``n`` samples for :meth:`evaluate` (default: a training batch)."""
+        return self.example_batch(n, generator)
+
 
 class NonFiniteError(FloatingPointError):
     """A loss term became NaN or Inf; the message names the term."""
@@ -263,6 +267,17 @@ class RetrievalModel(EmbeddingModel):
 
     def evaluate(self, data: Mapping[str, Tensor]) -> dict[str, float]:
         return retrieval_recall(*self.embed_pair(data["image"], data["text"]), data["txt_to_img"])
+
+    def example_eval_data(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
+        return paired_eval_data(self.example_batch(n, generator))
+
+
+def paired_eval_data(batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Held-out retrieval data from a training batch: its ``image`` / ``text`` pairs (whatever their group
+    prefix) and ``txt_to_img``, caption ``k`` belonging to image ``k``."""
+    prefix = next(p for p in ("", "pair.", "src.") if f"{p}image" in batch)
+    out = {k: batch[f"{prefix}{k}"] for k in ("image", "text")}
+    return {**out, "txt_to_img": torch.arange(out["text"].shape[0], device=out["text"].device)}
 
 
 def batch_ranking_loss(img: Tensor, txt: Tensor, margin: float = 0.2, hardest: bool = False,

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from visem.distributed import gather, gathered_rows
 from visem.losses import ranking_hinges, ranking_loss_from_scores
 from visem.metrics import retrieval_recall
-from visem.models.base import EmbeddingModel, Objective
+from visem.models.base import EmbeddingModel, Objective, paired_eval_data
 from visem.models.registry import register_model
 from visem.models.text import RNNTextEncoder, check_ids, token_mask
 from visem.models.vsepp import check_features, random_token_ids
@@ -196,6 +196,9 @@ class SCANXAttn(EmbeddingModel):
 
     def evaluate(self, data: Mapping[str, Tensor]) -> dict[str, float]:
         return recall_from_scores(self.score_matrix(data["image"], data["text"]), data["txt_to_img"])
+
+    def example_eval_data(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
+        return paired_eval_data(self.example_batch(n, generator))
 
     def example_batch(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
         c = self.config
