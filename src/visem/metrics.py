@@ -68,13 +68,18 @@ Results do not depend on ``chunk_size``.
 
 ``bench/RESULTS.md`` has the current table (``make bench``; CPU seconds, one
 thread, ratios interleaved in one process). COCO-5K (5,000 x 25,000, d 1024,
-both directions) against the bare float32 score matrix ``img @ txt.T``:
-RECALL_RATIOS. The products in blocks alone cost 0.9-0.95x the bare matrix;
-the rest is the comparisons and counts (about 0.1x), the screening of the
-entries within the bounds (65,000 on random data, 11,000 on paired) and the
-correct scores (25,000 float32-products dots, 1 us each) and Python per block.
-Memory: a few MB added (the blocks, their masks, the correct scores).
-30,000 x 30,000 label retrieval (d 512)
+both directions) against the bare float32 score matrix ``img @ txt.T``, on 2
+cores shared with other work (load average 8-12): 1.25x on independent
+random unit vectors (medians of interleaved runs: 1.245 and 1.26 in two
+measurements; the correct scores inside the bulk of the wrong ones, ~120,000
+entries within the bounds to screen, ~460 near-ties rescored exactly) and
+1.12-1.14x on paired captions (a noisy copy of their image, ~11,000 to
+screen); the layout before it, 1.38x and 1.22x in the same runs. The
+products in blocks alone cost 0.9-0.95x the bare matrix; the rest is the
+comparisons and counts (about 0.1x), the screening (about 1 us per entry on
+an idle core, 4 under load) and Python per block. A few MB added.
+
+30,000 x 30,000 label retrieval (d 512), measured earlier under load average 5-8,
 against float32 products + one sort of every row (72-78 s): full MAP 95 s
 single-label (50 classes), 126 s multi-label (24 labels, ~4,000 relevant
 items per query: the sort path); MAP@100 39 s; P@100 29-30 s; at most 0.7 GB
