@@ -54,9 +54,10 @@ captions (float32, 512 KB at the default 512; whatever the number of images
 and captions), in one pass per block: the product, two comparisons per
 direction (against the low and the high bound, into int8 masks), one count
 per direction, and one scan of the band masks (8 entries per int64 word)
-for the entries within the bounds; nothing per block waits on the host. The
-correct pairs need no knock-out: the bounds keep them out of the counts and
-they are dropped from the rechecks. After each strip of captions the number
+for the entries within the bounds (on CUDA its ``nonzero`` is the one
+synchronisation per block). The correct pairs need no knock-out: the bounds
+keep them out of the counts and they are dropped from the rechecks. After
+each strip of captions the number
 of products a block is summed from (1, 2, 4 or 8 slices of the dimension:
 shorter rounding chains, tighter bounds, fewer rechecks) is chosen for the
 next strip from this one's rechecks. The MAP / precision functions work on
