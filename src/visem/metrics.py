@@ -49,23 +49,22 @@ relative) may come out in either order.
 Chunking and cost
 -----------------
 No function builds the full query x gallery score matrix.
-``retrieval_recall`` works on blocks of 256 images x ``chunk_size``
-captions (float32, 512 KB at the default 512; whatever the number of images
-and captions), in one pass per block: the product, two comparisons per
-direction (against the low and the high bound, into int8 masks), one count
-per direction, and one scan of the band masks (8 entries per int64 word)
-for the entries within the bounds (on CUDA its ``nonzero`` is the one
+``retrieval_recall`` works on blocks of 256 images x ``chunk_size`` captions
+(float32, 512 KB at the default 512; whatever the number of images and
+captions), in one pass per block: the product, two comparisons per direction
+(against the low and the high bound, into int8 masks), one count per
+direction, and one scan of the band masks (8 entries per int64 word) for the
+entries within the bounds (on CUDA its ``nonzero`` is the one
 synchronisation per block). The correct pairs need no knock-out: the bounds
 keep them out of the counts and they are dropped from the rechecks. After
-each strip of captions the number
-of products a block is summed from (1, 2, 4 or 8 slices of the dimension:
-shorter rounding chains, tighter bounds, fewer rechecks) is chosen for the
-next strip from this one's rechecks. The MAP / precision functions work on
-``chunk_size x n_gallery`` row strips (MAP needs each query's full
-ranking): full MAP sorts only each query's relevant items and places the
-others by binary search (``searchsorted``; one sort of the row when a query
-has over 1,024 relevant items), MAP@k and P@k take one ``topk`` per query.
-Results do not depend on ``chunk_size``.
+each strip of captions the number of products a block is summed from (1, 2,
+4 or 8 slices of the dimension: shorter rounding chains, tighter bounds,
+fewer rechecks) is chosen for the next strip from this one's rechecks. The
+MAP / precision functions work on ``chunk_size x n_gallery`` row strips (MAP
+needs each query's full ranking): full MAP sorts only each query's relevant
+items and places the others by binary search (``searchsorted``; one sort of
+the row when a query has over 1,024 relevant items), MAP@k and P@k take one
+``topk`` per query. Results do not depend on ``chunk_size``.
 
 ``bench/RESULTS.md`` has the current table (``make bench``; CPU seconds, one
 thread, ratios interleaved in one process). COCO-5K (5,000 x 25,000, d 1024,
