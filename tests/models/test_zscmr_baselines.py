@@ -5,7 +5,6 @@ import copy
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from visem.data.synthetic import synthetic_pairs
 from visem.experiments.zscmr import cmr_metrics, make_cmr_split, random_floor, train_cmr

@@ -165,7 +165,7 @@ class ACMRConfig:
     n_classes: int | None = None  # the seen classes: the label classifier's outputs
     hidden: tuple[int, ...] = (32,)  # the projectors' hidden layers (public code: image 512, 100; text 40, 100)
     embed_dim: int = 40  # the common space (public code: semantic_emb_dim = 40)
-    modality_hidden: tuple[int, ...] = (20, 10)  # the modality classifier (public code: emb/2, emb/4)
+    modality_hidden: tuple[int, ...] = (20, 10)  # the modality classifier (public code: emb/2, emb/4, no activation)
     alpha: float = 1.0  # L_imi (triplet structure preservation)
     beta: float = 1.0  # L_imd (label prediction)
     reg_weight: float = 0.1  # L_reg (Frobenius norms of the projectors' weights; 1 in the paper's L_emb)

@@ -99,7 +99,7 @@ class DeepSM(CrossModalModel):
 
     @torch.no_grad()
     def finalize(self, train: Mapping[str, Tensor]) -> None:
-        """Keep the seen classes' embeddings (``train["class_emb"]``, rows in label order) for ``space="class-embedding"``."""
+        """Keep the seen classes' embeddings (``train["class_emb"]``, rows in label order) for the class-embedding space."""
         emb = train.get("class_emb")
         if emb is None:
             return
