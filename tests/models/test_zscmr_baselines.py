@@ -300,3 +300,46 @@ def test_new_baselines_retrieve_unseen_classes_far_above_the_floor(cmr_split, na
     floor = random_floor(cmr_split)["avg_map"]  # 5 unseen classes of equal size: about 0.23
     # every model here reaches 0.69-0.87 (docs/zeroshot.md); 0.6 is 2.5 times the floor
     assert floor < 0.3 and m["avg_map"] > 0.6, (floor, m)
+
+
+# --------------------------------------------------------------------------
+# two processes under DistributedDataParallel = one process on the whole batch
+# --------------------------------------------------------------------------
+def _ddp_worker(rank, name, port, out):
+    import os
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        model = _model(name).eval()
+        shard = {k: (v if k == "class_emb" else v[rank * 4:(rank + 1) * 4]) for k, v in _batch().items()}
+        engine = DistributedDataParallel(model, find_unused_parameters=True)
+        model.train_step(shard, model.make_optimizers(1e-3), 0.5, engine=engine)
+        if rank == 0:
+            torch.save(model.state_dict(), out)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # spawns two processes per model
+@pytest.mark.parametrize("name", NEW)
+def test_two_ranks_step_like_one_process_on_the_whole_batch(tmp_path, name):
+    """The cross-batch terms (ACMR's triplets, DADN's MMD and quadruplets) are gathered, so a 2-rank step equals
+    a 1-process step on the 8-pair batch (each rank holding 4 pairs)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "rank0.pt"
+    mp.spawn(_ddp_worker, args=(name, port, str(out)), nprocs=2)
+    ref = _model(name).eval()
+    ref.train_step(_batch(), ref.make_optimizers(1e-3), 0.5)
+    got = torch.load(out, weights_only=True)
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(got[k], v, rtol=0, atol=1e-12, msg=k)
