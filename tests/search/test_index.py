@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from visem.search import BuildOptions, QueryError, SearchIndex, build_index
-from visem.search.index import MAX_K, MAX_QUERY_CHARS, IndexFileError, choose_method, pseudo_captions
+from visem.search.collection import pseudo_captions
+from visem.search.methods import choose_method
+from visem.search.types import MAX_K, MAX_QUERY_CHARS, IndexFileError
 
 TINY_OPTIONS = dict(steps=400, batch_size=8, embed_dim=32, lr=5e-4, model={"disc_hidden": 32, "heads": 2})
 

@@ -1,0 +1,111 @@
+"""Reading an image folder and its caption file into a :class:`Collection`, and pseudo captions.
+
+A collection is the unit every stage works on: the unique images of a folder
+(by content: the same bytes under two names are one image, their captions
+and tags merged), their sha256 keys, the (image, caption) pairs and each
+image's tags, with the problems found (counted, never fatal).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Collection", "load_collection", "pseudo_captions", "skipped_text"]
+
+
+@dataclass
+class Collection:
+    """A loaded image folder: unique images (by content), captions, tags, problems found."""
+
+    root: Path
+    names: list[str]
+    hashes: list[str]
+    captions: list[str]
+    caption_image: Any  # np.ndarray (M,)
+    tags: list[list[str]]
+    skipped: dict[str, int]
+    problems: list[str]
+
+    @property
+    def paths(self) -> list[Path]:
+        return [self.root / n for n in self.names]
+
+
+def load_collection(images: Path, captions: Path | None, problems_limit: int = 20) -> Collection:
+    """Read the folder and caption file; drop exact duplicate images (same bytes), merging their captions."""
+    import numpy as np
+
+    from visem.data.captions import load_captions
+    from visem.features.cache import file_key
+
+    ds = load_captions(captions, images, include_unlisted=True, check_images=True)
+    skipped = dict(ds.report.counts())
+    problems = [str(i) for i in ds.report.issues[:problems_limit]]
+    hashes_all = [file_key(p) for p in ds.image_paths]
+    first: dict[str, int] = {}
+    keep: list[int] = []
+    remap = np.empty(len(ds.images), dtype=np.int64)
+    n_dup = 0
+    for i, h in enumerate(hashes_all):
+        if h in first:
+            remap[i] = remap[first[h]]
+            n_dup += 1
+            if len(problems) < problems_limit:
+                problems.append(f"duplicate_image: {ds.images[i]} has the same content as {ds.images[first[h]]} (merged)")
+            continue
+        first[h] = i
+        remap[i] = len(keep)
+        keep.append(i)
+    if n_dup:
+        skipped["duplicate_image"] = n_dup
+    tags: list[list[str]] = [list(ds.tags[i]) for i in keep]
+    for i, h in enumerate(hashes_all):  # tags of merged duplicates join the kept image's
+        for t in ds.tags[i]:
+            if t not in tags[remap[i]]:
+                tags[remap[i]].append(t)
+    cap_img = remap[ds.caption_image] if len(ds.captions) else np.zeros(0, dtype=np.int64)
+    seen: set[tuple[int, str]] = set()
+    caps, cimg = [], []
+    for c, i in zip(ds.captions, cap_img.tolist()):
+        if (i, c) not in seen:
+            seen.add((i, c))
+            caps.append(c)
+            cimg.append(i)
+    return Collection(Path(images), [ds.images[i] for i in keep], [hashes_all[i] for i in keep], caps,
+                       np.asarray(cimg, dtype=np.int64), tags, skipped, problems)
+
+
+def pseudo_captions(tags: list[list[str]], pooled: Any, top: int = 3, min_prob: float = 0.05) -> tuple[list[str], str]:
+    """One pseudo caption per image: its tags joined when it has tags, else its top ImageNet classes.
+
+    The ImageNet classes come from EfficientNet-Lite0's own classifier head on
+    the pooled features (the analogue of seed 003's detector semantics):
+    the first name of each of the ``top`` most probable classes whose
+    probability is at least ``min_prob`` (always at least the most probable).
+    Returns the captions and a note of the sources used.
+    """
+    import numpy as np
+
+    out = [" ".join(t) for t in tags]
+    need = [i for i, t in enumerate(tags) if not t]
+    if need:
+        from visem.data.imagenet import imagenet_classes
+        from visem.features.image import imagenet_probabilities
+
+        names = [c.split(",")[0].strip() for c in imagenet_classes()]
+        probs = imagenet_probabilities(np.asarray(pooled)[need])
+        for i, p in zip(need, probs):
+            order = np.argsort(-p)[:top]
+            words = [names[j] for r, j in enumerate(order) if r == 0 or p[j] >= min_prob]
+            out[i] = " ".join(words)
+    n_tags = len(tags) - len(need)
+    note = ", ".join(s for s in (f"tags for {n_tags}" if n_tags else "",
+                                 f"ImageNet classes for {len(need)}" if need else "") if s)
+    return out, note or "none"
+
+
+def skipped_text(skipped: dict[str, int]) -> str:
+    """``"2 unreadable, 1 missing_image"``: the nonzero counts of a report's ``skipped``."""
+    return ", ".join(f"{n} {k}" for k, n in skipped.items() if n)
