@@ -21,12 +21,16 @@ from visem.search.types import BuildOptions, BuildReport
 __all__ = ["build_index"]
 
 
+#: options that change how a build runs, not what it writes.
+_NOT_IN_FINGERPRINT = ("progress", "workers")
+
+
 def _fingerprint(col: Collection, options: BuildOptions, method: str, source: Path | None) -> str:
     import hashlib
     import json
 
     h = hashlib.sha256()
-    h.update(json.dumps({"options": {k: v for k, v in asdict(options).items() if k != "progress"},
+    h.update(json.dumps({"options": {k: v for k, v in asdict(options).items() if k not in _NOT_IN_FINGERPRINT},
                          "method": method, "source": str(source) if source else None}, sort_keys=True).encode())
     for name, key in zip(col.names, col.hashes):
         h.update(f"{name}\0{key}\n".encode())
@@ -63,7 +67,8 @@ def build_index(images: str | Path, captions: str | Path | None, out: str | Path
     import torch
 
     from visem.io import atomic_write_json
-    from visem.search.ann import VectorIndex
+    from visem.search.folder import open_rows, write_embeddings
+    from visem.search.vectors import StoreOptions, build_store
     from visem.search.embedding import embed_images, embed_texts
     from visem.search.features import image_features
     from visem.search.index import SearchIndex
@@ -140,11 +145,10 @@ def build_index(images: str | Path, captions: str | Path | None, out: str | Path
     params = {"embed_dim": options.embed_dim, **defaults, **options.model}
     model = train_model(method, params, dims, text.word_vectors(), sampler, steps, options, partial / "train")
 
-    # embed and write
+    # embed and write: float16 embeddings on disk, the vector stores over them
     emb = embed_images(model, torch.as_tensor(np.asarray(grid if regions else pooled)))
-    cap_emb = embed_texts(model, text.encode(col.captions)) if col.captions else np.zeros((0, emb.shape[1]), np.float32)
-    queries = cap_emb if len(cap_emb) >= 100 else None
-    vindex, ann_report = VectorIndex.build(emb, exact_max=options.exact_max, queries=queries, seed=options.seed)
+    dim = int(emb.shape[1])
+    cap_emb = embed_texts(model, text.encode(col.captions)) if col.captions else np.zeros((0, dim), np.float32)
     from visem.config import dump_yaml, to_dict
     from visem.train.checkpoint import save_weights
 
@@ -155,11 +159,22 @@ def build_index(images: str | Path, captions: str | Path | None, out: str | Path
     files = gen_files(gen)
     atomic_write_json(partial / files["images"], [{"root": 0, "name": n, "sha256": h}
                                                   for n, h in zip(col.names, col.hashes)])
-    np.save(partial / files["embeddings"], emb)
-    vindex.save(partial / files["vectors"])
+    write_embeddings(partial / files["embeddings"], emb, len(emb), dim)
     atomic_write_json(partial / "captions.json", {"captions": col.captions,
                                                   "image": col.caption_image.tolist()})
-    np.save(partial / "caption_embeddings.npy", cap_emb)
+    write_embeddings(partial / "caption_embeddings.npy", cap_emb, len(cap_emb), dim)
+    rows = open_rows(partial / files["embeddings"])
+    cap_rows = open_rows(partial / "caption_embeddings.npy")
+    store = StoreOptions(backend=options.backend, kind=options.index_type, exact_max=options.exact_max,
+                         ivf_max=options.ivf_max, opq=options.opq, rerank=options.rerank, uri=options.uri,
+                         seed=options.seed)
+    # text-to-image queries are captions: they tune the image store; image-to-text queries tune the captions'
+    image_entry, ann_report = build_store(store, partial, "images", rows,
+                                          queries=cap_rows if len(cap_rows) >= 100 else None)
+    caption_entry, _ = build_store(store, partial, "captions", cap_rows,
+                                   queries=rows[:1000] if len(cap_rows) and len(rows) >= 100 else None)
+    vectors = {"backend": options.backend, **({"uri": options.uri} if options.backend == "milvus" else {}),
+               "images": image_entry, "captions": caption_entry}
     report = BuildReport(method=method, reason=reason, n_images=n_own, n_captioned=n_captioned,
                          n_captions=len(col.captions), n_pseudo=int(len(uncaptioned)), pseudo_source=pseudo_note,
                          skipped=col.skipped, problems=col.problems, ann=ann_report, steps=steps,
@@ -168,9 +183,11 @@ def build_index(images: str | Path, captions: str | Path | None, out: str | Path
 
     manifest = {
         "format": FORMAT, "version": FORMAT_VERSION, "visem": visem.__version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "generation": gen, "files": files,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "generation": gen,
+        "generations": [{"id": gen, **files, "n": n_own}], "vectors": vectors,
+        "captions": {"file": "captions.json", "embeddings": "caption_embeddings.npy"},
         "method": method, "regions": regions, "crop": options.crop, "max_len": text.max_len,
-        "dim": int(emb.shape[1]), "roots": [str(images.resolve())],
+        "dim": dim, "roots": [str(images.resolve())],
         "n_images": n_own, "n_captions": len(col.captions), "options": asdict(options),
         "source": str(Path(source).resolve()) if source is not None else None, "report": report.to_dict(),
     }

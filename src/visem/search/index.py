@@ -56,51 +56,95 @@ class SearchIndex:
     def _file(self, name: str) -> Path:
         return require_file(self.path, name)
 
-    def _load(self, model: bool = True) -> None:
-        """Read the files the manifest names; ``model=False`` keeps the loaded model and vocabulary."""
+    def _load(self) -> None:
+        """Read the model, vocabulary, captions and every generation the manifest names; open the vector stores."""
         import json
-
-        import numpy as np
 
         from visem.config import load_yaml
         from visem.features.text import Vocabulary
         from visem.models import build_model
-        from visem.search.ann import VectorIndex
+        from visem.search.folder import open_rows
+        from visem.search.vectors import open_store
         from visem.train.checkpoint import load_weights
 
         m = self.manifest
-        files = m["files"]
+        self._names: list[str] = []
+        self._root_of: list[int] = []
+        self._hashes: list[str] = []
+        self._rows: list[Any] = []  # per generation, (n_g, D) memory-mapped embeddings
         try:
-            if model:
-                self.model = build_model(m["method"], load_yaml(self._file("model.yaml")))
-                load_weights(self._file("model.safetensors"), self.model)
-                self.model.eval()
-                self.vocab = Vocabulary.from_json(self._file("vocab.json").read_text())
-            images = json.loads(self._file(files["images"]).read_text())
-            caps = json.loads(self._file("captions.json").read_text())
-            self.embeddings = np.load(self._file(files["embeddings"]))
-            self.caption_embeddings = np.load(self._file("caption_embeddings.npy"))
-            self.vectors = VectorIndex.load(self._file(files["vectors"]))
+            self.model = build_model(m["method"], load_yaml(self._file("model.yaml")))
+            load_weights(self._file("model.safetensors"), self.model)
+            self.model.eval()
+            self.vocab = Vocabulary.from_json(self._file("vocab.json").read_text())
+            for gen in m["generations"]:
+                self._read_generation(gen)
+            caps = json.loads(self._file(m["captions"]["file"]).read_text())
+            self.caption_embeddings = open_rows(self._file(m["captions"]["embeddings"]))
+            self._images = open_store(m["vectors"], self.path, "images", self._rows)
+            self._caption_store = open_store(m["vectors"], self.path, "captions", [self.caption_embeddings])
         except IndexFileError:
             raise
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise IndexFileError(f"{self.path}: damaged index ({exc})") from None
         self.roots = [Path(r) for r in m["roots"]]
-        self._names = [im["name"] for im in images]
-        self._root_of = [int(im["root"]) for im in images]
-        self._hashes = [im["sha256"] for im in images]
         self._captions = list(caps["captions"])
         self._caption_image = list(caps["image"])
         self._by_image: dict[int, list[int]] = {}
         for j, i in enumerate(self._caption_image):
             self._by_image.setdefault(i, []).append(j)
         n = len(self._names)
-        if self.embeddings.shape[0] != n or self.vectors.ntotal != n:
-            raise IndexFileError(f"{self.path}: {n} images but {self.embeddings.shape[0]} embeddings and "
-                                 f"{self.vectors.ntotal} vectors")
+        if self._images.ntotal != n:
+            raise IndexFileError(f"{self.path}: {n} images but {self._images.ntotal} vectors")
         if self.caption_embeddings.shape[0] != len(self._captions):
             raise IndexFileError(f"{self.path}: {len(self._captions)} captions but "
                                  f"{self.caption_embeddings.shape[0]} caption embeddings")
+
+    def _read_generation(self, gen: dict[str, Any]) -> None:
+        """Append one generation's images and embeddings to the in-memory lists."""
+        import json
+
+        from visem.search.folder import open_rows
+
+        images = json.loads(self._file(gen["images"]).read_text())
+        rows = open_rows(self._file(gen["embeddings"]))
+        if rows.ndim != 2 or rows.shape[0] != len(images):
+            raise IndexFileError(f"{self.path / gen['embeddings']}: shape {rows.shape} for {len(images)} images "
+                                 f"in {gen['images']}")
+        self._names += [im["name"] for im in images]
+        self._root_of += [int(im["root"]) for im in images]
+        self._hashes += [im["sha256"] for im in images]
+        self._rows.append(rows)
+
+    def close(self) -> None:
+        """Release the vector stores' connections (a Milvus client); the faiss store holds nothing to release."""
+        self._images.close()
+        self._caption_store.close()
+
+    @property
+    def embeddings(self) -> Any:
+        """(N, D) image embeddings in id order: the memory map of a one-generation index, else a copy in memory.
+
+        Prefer :meth:`embedding_rows` for a few rows of a large index.
+        """
+        import numpy as np
+
+        return self._rows[0] if len(self._rows) == 1 else np.concatenate(self._rows)
+
+    def embedding_rows(self, ids: Any) -> Any:
+        """(len(ids), D) float32 embeddings of the given image ids (read from the generations' memory maps)."""
+        import numpy as np
+
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        out = np.empty((len(ids), int(self.manifest["dim"])), np.float32)
+        offsets = np.cumsum([0] + [r.shape[0] for r in self._rows])
+        gen = np.searchsorted(offsets, ids, side="right") - 1
+        for g in np.unique(gen).tolist():
+            sel = np.flatnonzero(gen == g)
+            local = ids[sel] - offsets[g]
+            order = np.argsort(local, kind="stable")  # ascending reads of the memory map
+            out[sel[order]] = self._rows[g][local[order]]
+        return out
 
     # -- facts ------------------------------------------------------------------
     @property
@@ -113,12 +157,13 @@ class SearchIndex:
 
     def info(self) -> dict[str, Any]:
         m = self.manifest
+        ann = self._images.describe()
+        ann["recall_at_10_at_build"] = m["report"]["ann"].get("recall_at_10")
         return {"path": str(self.path), "method": m["method"], "n_images": self.n_images,
                 "n_captions": len(self._captions), "dim": m["dim"], "generation": m["generation"],
-                "roots": [str(r) for r in self.roots], "created": m["created"], "vocab_size": len(self.vocab),
-                "ann": {"kind": self.vectors.kind, "n": self.vectors.ntotal, "nprobe": self.vectors.nprobe,
-                        "recall_at_10_at_build": m["report"]["ann"].get("recall_at_10")},
-                "report": m["report"]}
+                "generations": len(self._rows), "roots": [str(r) for r in self.roots], "created": m["created"],
+                "vocab_size": len(self.vocab), "format_version": m.get("read_as", m["version"]), "ann": ann,
+                "captions_ann": self._caption_store.describe(), "report": m["report"]}
 
     def name(self, image_id: int) -> str:
         return self._names[self._check_id(image_id)]
@@ -199,7 +244,7 @@ class SearchIndex:
     def search_text(self, query: str, k: int = 10) -> list[Hit]:
         """Top-``k`` images for a text query, best first."""
         k = self._check_k(k)
-        scores, ids = self.vectors.search(self.embed_query(query)[None, :], k)
+        scores, ids = self._images.search(self.embed_query(query)[None, :], k)
         return self._hits(scores[0], ids[0])
 
     def _encoder_get(self):
@@ -241,17 +286,16 @@ class SearchIndex:
                 return self.model.embed_image(x.float())[0].numpy().astype(np.float32)
 
     def _similar(self, vec: Any, k: int, exclude: int | None = None) -> SimilarResult:
-        import numpy as np
-
+        """Nearest images (``exclude`` left out) and nearest captions of an embedding, both through the vector stores."""
         k = self._check_k(k)
-        scores, ids = self.vectors.search(vec[None, :], min(self.n_images, k + (exclude is not None)))
+        scores, ids = self._images.search(vec[None, :], min(self.n_images, k + (exclude is not None)))
         keep = ids[0] != (exclude if exclude is not None else -1)
         images = self._hits(scores[0][keep][:k], ids[0][keep][:k])
         caps: list[CaptionHit] = []
         if len(self._captions):
-            s = self.caption_embeddings @ vec
-            top = np.argsort(-s, kind="stable")[:k]
-            caps = [CaptionHit(self._captions[j], int(self._caption_image[j]), round(float(s[j]), 6)) for j in top]
+            s, top = self._caption_store.search(vec[None, :], k)
+            caps = [CaptionHit(self._captions[j], int(self._caption_image[j]), round(float(v), 6))
+                    for v, j in zip(s[0].tolist(), top[0].tolist())]
         return SimilarResult(images, caps)
 
     def search_image(self, image: Any, k: int = 10) -> SimilarResult:
@@ -262,7 +306,7 @@ class SearchIndex:
     def similar(self, image_id: int, k: int = 10) -> SimilarResult:
         """An indexed image as the query: the other images nearest to it, and matching captions."""
         i = self._check_id(image_id)
-        return self._similar(self.embeddings[i], k, exclude=i)
+        return self._similar(self.embedding_rows([i])[0], k, exclude=i)
 
     # -- growing -----------------------------------------------------------------
     def _features_of(self, paths: list[Path], hashes: list[str], progress: bool = False):
@@ -274,19 +318,18 @@ class SearchIndex:
             return embed_images(self.model, feats)
 
     def add_images(self, images: str | Path, progress: bool = False) -> dict[str, Any]:
-        """Embed the images of a folder into the index without retraining.
+        """Embed the images of a folder into the index without retraining, as a new generation.
 
         Images whose content is already indexed are skipped (counted as
         ``already_indexed``); unreadable files are skipped and reported. The
-        new embeddings, image list and vector index are written as the next
-        generation's files and the manifest is replaced last, so a reader
-        sees the index before or after the addition, never between.
+        new images' list, embeddings and vectors are written as the next
+        generation's files (nothing already written is copied or rewritten,
+        so the cost follows the number of new images) and the manifest is
+        replaced last, so a reader sees the index before or after the
+        addition, never between.
         """
-        import copy
-
-        import numpy as np
-
-        from visem.io import atomic_path, atomic_write_json
+        from visem.io import atomic_write_json
+        from visem.search.folder import open_rows, stored_manifest, write_embeddings
 
         folder = Path(images)
         col = load_collection(folder, None)
@@ -306,23 +349,23 @@ class SearchIndex:
         r = roots.index(root)
         gen = int(self.manifest["generation"]) + 1
         files = gen_files(gen)
-        vectors = copy.deepcopy(self.vectors)
-        vectors.add(emb)
-        entries = [{"root": ro, "name": n, "sha256": h} for ro, n, h in zip(self._root_of, self._names, self._hashes)]
-        entries += [{"root": r, "name": col.names[i], "sha256": col.hashes[i]} for i in new]
-        all_emb = np.concatenate([self.embeddings, emb])
-        atomic_write_json(self.path / files["images"], entries)
-        with atomic_path(self.path / files["embeddings"]) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, all_emb)
-        vectors.save(self.path / files["vectors"])
-        old_files = dict(self.manifest["files"])
-        manifest = dict(self.manifest, generation=gen, files=files, roots=roots, n_images=len(entries))
-        atomic_write_json(self.path / MANIFEST, manifest)  # the commit point
-        for f in old_files.values():
-            (self.path / f).unlink(missing_ok=True)
-        self.manifest = manifest
-        self._load(model=False)  # the model and vocabulary did not change
+        entries = [{"root": r, "name": col.names[i], "sha256": col.hashes[i]} for i in new]
+        with self._lock:
+            atomic_write_json(self.path / files["images"], entries)
+            write_embeddings(self.path / files["embeddings"], emb, len(new), emb.shape[1])
+            rows = open_rows(self.path / files["embeddings"])
+            entry = self._images.append(rows, gen)
+            vectors = dict(self.manifest["vectors"], images=entry)
+            gens = list(self.manifest["generations"]) + [{"id": gen, **files, "n": len(new)}]
+            manifest = dict(self.manifest, generation=gen, generations=gens, vectors=vectors, roots=roots,
+                            n_images=self.n_images + len(new))
+            atomic_write_json(self.path / MANIFEST, stored_manifest(manifest))  # the commit point
+            self.manifest = stored_manifest(manifest)
+            self.roots = [Path(x) for x in roots]
+            self._names += [e["name"] for e in entries]
+            self._root_of += [r] * len(entries)
+            self._hashes += [e["sha256"] for e in entries]
+            self._rows.append(rows)
         report["n_images"] = self.n_images
         return report
 
@@ -352,9 +395,9 @@ class SearchIndex:
         remap[used] = np.arange(len(used))
         pos = {h: i for i, h in enumerate(self._hashes)}
         in_index = [pos.get(col.hashes[i]) for i in used]
-        img = np.zeros((len(used), self.embeddings.shape[1]), np.float32)
+        img = np.zeros((len(used), int(self.manifest["dim"])), np.float32)
         have = [j for j, p in enumerate(in_index) if p is not None]
-        img[have] = self.embeddings[[in_index[j] for j in have]]
+        img[have] = self.embedding_rows([in_index[j] for j in have])
         todo = [j for j, p in enumerate(in_index) if p is None]
         if todo:
             img[todo] = self._features_of([col.paths[used[j]] for j in todo], [col.hashes[used[j]] for j in todo])
