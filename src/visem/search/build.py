@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from visem.search.collection import Collection, load_collection, pseudo_captions, skipped_text
+from visem.search.collection import Collection, pseudo_captions, skipped_text
 from visem.search.folder import FORMAT, FORMAT_VERSION, MANIFEST, gen_files
 from visem.search.types import BuildOptions, BuildReport
 
@@ -39,9 +39,35 @@ def _fingerprint(col: Collection, options: BuildOptions, method: str, source: Pa
     return h.hexdigest()
 
 
+def _check_options(options: BuildOptions) -> None:
+    from visem.search.ann import KINDS
+    from visem.search.vectors import BACKENDS
+
+    if options.index_type is not None and options.index_type not in KINDS:
+        raise ValueError(f"index_type must be one of {', '.join(KINDS)} (or None: by size), got {options.index_type!r}")
+    if options.backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {options.backend!r}")
+    if options.rerank < 1:
+        raise ValueError(f"rerank must be >= 1, got {options.rerank}")
+
+
+def _choose(col_counts: tuple[int, int, int], has_source: bool, options: BuildOptions) -> tuple[str, str, dict]:
+    """``(method, reason, model defaults)`` from (images, captioned images, captions) counts."""
+    from visem.search.methods import AUTO_MODEL_DEFAULTS, choose_method
+
+    n_images, n_captioned, n_captions = col_counts
+    if n_captions < 2:  # a ranking loss needs two pairs: one caption is treated as none
+        n_captioned = 0
+    method, reason = choose_method(n_captioned, n_images - n_captioned, has_source)
+    defaults = AUTO_MODEL_DEFAULTS.get(method, {})
+    if options.method:
+        method, reason, defaults = options.method, f"method {options.method} asked for", {}
+    return method, reason, defaults
+
+
 def build_index(images: str | Path, captions: str | Path | None, out: str | Path,
                 options: BuildOptions | None = None, *, source: str | Path | None = None,
-                overwrite: bool = False) -> BuildReport:
+                overwrite: bool = False) -> BuildReport | None:
     """Train on a folder of images and a caption file, embed every image, write the index folder ``out``.
 
     Method (unless ``options.method`` names one of
@@ -52,12 +78,19 @@ def build_index(images: str | Path, captions: str | Path | None, out: str | Path
     captioned -> VSE++ on the pseudo captions.
 
     Bad files and rows are skipped and counted (``report.skipped``) with the
-    first problems listed (``report.problems``). The index is written in
-    ``<out>.partial`` (features go to the content-keyed feature cache,
-    training checkpoints to ``<out>.partial/train``) and renamed to ``out``
-    when complete: an interrupted build leaves ``out`` untouched and the
-    next identical call resumes. An existing index at ``out`` is replaced
-    only with ``overwrite=True``.
+    first problems listed (``report.problems``). Each image file is read
+    once (hashed, and decoded only when the feature store lacks it); the
+    features are then read from the store batch by batch and block by
+    block, never held whole. The index is written in ``<out>.partial``
+    (features go to the content-keyed feature cache, training checkpoints to
+    ``<out>.partial/train``) and renamed to ``out`` when complete: an
+    interrupted build leaves ``out`` untouched and the next identical call
+    resumes. An existing index at ``out`` is replaced only with
+    ``overwrite=True``.
+
+    Under ``torchrun`` every rank extracts its share of the features into
+    the shared store; rank 0 alone then trains and writes the index (the
+    other ranks return ``None``).
     """
     import json
     import shutil
@@ -66,38 +99,54 @@ def build_index(images: str | Path, captions: str | Path | None, out: str | Path
     import numpy as np
     import torch
 
+    from visem import distributed
     from visem.io import atomic_write_json
+    from visem.search.collection import finish_collection, read_rows
+    from visem.search.embedding import embed_image_blocks, embed_texts
+    from visem.search.features import feature_rows, scan_images
     from visem.search.folder import open_rows, write_embeddings
-    from visem.search.vectors import StoreOptions, build_store
-    from visem.search.embedding import embed_images, embed_texts
-    from visem.search.features import image_features
     from visem.search.index import SearchIndex
-    from visem.search.methods import AUTO_MODEL_DEFAULTS, choose_method, method_kind
-    from visem.search.training import TrainingData, default_steps, make_sampler, train_model
+    from visem.search.methods import method_kind
+    from visem.search.training import FeatureTable, TrainingData, default_steps, make_sampler, train_model
+    from visem.search.vectors import StoreOptions, build_store
 
     t0 = time.perf_counter()
     options = options or BuildOptions()
+    _check_options(options)
     images, out = Path(images), Path(out)
     captions = Path(captions) if captions is not None else None
     if out.exists() and not overwrite:
         what = "an index" if (out / MANIFEST).is_file() else "a file or folder"
         raise ValueError(f"{out}: {what} is already there (pass overwrite=True / --force to replace it)")
-    col = load_collection(images, captions)
+    src_index = SearchIndex.open(source) if source is not None else None
+    rows_read = read_rows(images, captions)
+    if not rows_read.image_paths:
+        raise ValueError(f"{images}: no readable image found "
+                         f"({skipped_text(dict(rows_read.report.counts())) or 'folder empty'})")
+    # the method before any image is read, to know which features the one read must compute: dropping
+    # unreadable or duplicate images can only turn A3VSE (regions) into VSE++ (pooled), never the reverse
+    first_guess = _choose((len(rows_read.images), len(set(rows_read.caption_image.tolist())), len(rows_read.captions)),
+                          src_index is not None, options)[0]
+    guess_regions = method_kind(first_guess)[1]
+    scan = scan_images(rows_read.image_paths, regions=guess_regions, crop=options.crop, workers=options.workers,
+                       progress=options.progress)
+    col = finish_collection(rows_read, scan.keys, scan.errors)
+    if not distributed.is_main():
+        return None
     if not col.names:
         raise ValueError(f"{images}: no readable image found ({skipped_text(col.skipped) or 'folder empty'})")
     if len(col.names) < 2:
         raise ValueError(f"{images}: one readable image; training needs at least two")
-    src_index = SearchIndex.open(source) if source is not None else None
     n_captioned = len(set(col.caption_image.tolist()))
-    if len(col.captions) < 2:  # a ranking loss needs two pairs: one caption is treated as none
+    method, reason, defaults = _choose((len(col.names), n_captioned, len(col.captions)), src_index is not None, options)
+    if len(col.captions) < 2:
         n_captioned = 0
-    method, reason = choose_method(n_captioned, len(col.names) - n_captioned, src_index is not None)
-    defaults = AUTO_MODEL_DEFAULTS.get(method, {})
-    if options.method:
-        method, reason, defaults = options.method, f"method {options.method} asked for", {}
     kind, regions = method_kind(method)
     if kind == "domains" and src_index is None and not len(col.captions):
         raise ValueError(f"{method} needs captions (its paired domain): give a caption file or a source index")
+    if regions and not guess_regions:  # cannot happen with the automatic choice (see above); kept safe
+        scan_images(col.paths, regions=True, crop=options.crop, workers=options.workers, keys=list(col.hashes),
+                    progress=options.progress)
 
     partial = out.with_name(out.name + ".partial")
     fp = _fingerprint(col, options, method, Path(source).resolve() if source else None)
@@ -112,31 +161,35 @@ def build_index(images: str | Path, captions: str | Path | None, out: str | Path
     partial.mkdir(parents=True, exist_ok=True)
     atomic_write_json(stamp, {"fingerprint": fp})
 
-    pooled, grid = image_features(col.paths, col.hashes, regions, options.crop, options.progress)
+    own = feature_rows(col.hashes, regions, options.crop)
+    pooled = own if not regions else feature_rows(col.hashes, False, options.crop)
     pseudo, pseudo_note = pseudo_captions(col.tags, pooled)
     uncaptioned = np.setdiff1d(np.arange(len(col.names)), col.caption_image)
 
     # texts and vocabulary: training captions and pseudo captions (and the source's captions)
     texts = list(col.captions)
-    src = None
-    if src_index is not None:
+    feats = own
+    n_own = len(col.names)
+    src_captions: list[str] = []
+    src_cap_img = np.zeros(0, dtype=np.int64)
+    if src_index is not None:  # one feature table: this collection's images, then the source's
         src_paths = [src_index._path_of(i) for i in range(src_index.n_images)]
-        src_pooled, src_grid = image_features(src_paths, src_index._hashes, regions, options.crop, options.progress)
-        src = {"pooled": src_pooled, "grid": src_grid, "captions": list(src_index._captions),
-               "caption_image": np.asarray(src_index._caption_image, dtype=np.int64)}
-        texts += src["captions"]
+        src_scan = scan_images(src_paths, regions=regions, crop=options.crop, workers=options.workers,
+                               keys=list(src_index._hashes), progress=options.progress)
+        if src_scan.errors:
+            raise ValueError(f"source index {source}: {len(src_scan.errors)} of its images cannot be read "
+                             f"(e.g. {src_scan.errors[min(src_scan.errors)]})")
+        feats = feature_rows(list(col.hashes) + list(src_index._hashes), regions, options.crop)
+        src_captions = list(src_index._captions)
+        src_cap_img = np.asarray(src_index._caption_image, dtype=np.int64)
+        texts += src_captions
     from visem.features.text import TextTable
 
     text = TextTable(texts + pseudo)
-    feats_np = grid if regions else pooled
-    n_own = len(col.names)
-    if src is not None:  # one feature table: this collection's images, then the source's
-        feats_np = np.concatenate([feats_np, src["grid"] if regions else src["pooled"]])
-    feats = torch.as_tensor(np.asarray(feats_np))
-    all_caps = list(col.captions) + (src["captions"] if src else [])
-    cap_img = np.concatenate([col.caption_image, src["caption_image"] + n_own]) if src else col.caption_image
+    all_caps = list(col.captions) + src_captions
+    cap_img = np.concatenate([col.caption_image, src_cap_img + n_own]) if src_index is not None else col.caption_image
     cap_ids = text.encode(all_caps) if all_caps else torch.zeros((0, 1), dtype=torch.long)
-    data = TrainingData(feats=feats, n_own=n_own, cap_ids=cap_ids, cap_img=cap_img,
+    data = TrainingData(feats=FeatureTable(feats), n_own=n_own, cap_ids=cap_ids, cap_img=cap_img,
                         n_own_captions=len(col.captions), pseudo_ids=text.encode(pseudo), uncaptioned=uncaptioned)
     sampler, n_items = make_sampler(kind, method, data, options.batch_size, options.seed)
 
@@ -145,9 +198,12 @@ def build_index(images: str | Path, captions: str | Path | None, out: str | Path
     params = {"embed_dim": options.embed_dim, **defaults, **options.model}
     model = train_model(method, params, dims, text.word_vectors(), sampler, steps, options, partial / "train")
 
-    # embed and write: float16 embeddings on disk, the vector stores over them
-    emb = embed_images(model, torch.as_tensor(np.asarray(grid if regions else pooled)))
-    dim = int(emb.shape[1])
+    # embed and write: float16 embeddings streamed to disk block by block, the vector stores over them
+    first = next(embed_image_blocks(model, own[:1]))
+    dim = int(first.shape[1])
+    gen = 0
+    files = gen_files(gen)
+    write_embeddings(partial / files["embeddings"], embed_image_blocks(model, own), n_own, dim)
     cap_emb = embed_texts(model, text.encode(col.captions)) if col.captions else np.zeros((0, dim), np.float32)
     from visem.config import dump_yaml, to_dict
     from visem.train.checkpoint import save_weights
@@ -155,11 +211,8 @@ def build_index(images: str | Path, captions: str | Path | None, out: str | Path
     save_weights(partial / "model.safetensors", model, {"method": method})
     dump_yaml(to_dict(model.config), partial / "model.yaml")
     (partial / "vocab.json").write_text(text.vocab.to_json())
-    gen = 0
-    files = gen_files(gen)
     atomic_write_json(partial / files["images"], [{"root": 0, "name": n, "sha256": h}
                                                   for n, h in zip(col.names, col.hashes)])
-    write_embeddings(partial / files["embeddings"], emb, len(emb), dim)
     atomic_write_json(partial / "captions.json", {"captions": col.captions,
                                                   "image": col.caption_image.tolist()})
     write_embeddings(partial / "caption_embeddings.npy", cap_emb, len(cap_emb), dim)

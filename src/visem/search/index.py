@@ -13,7 +13,7 @@ from typing import Any
 
 from visem.search.collection import load_collection, skipped_text
 from visem.search.embedding import embed_images, embed_texts
-from visem.search.features import image_features
+from visem.search.features import feature_rows, scan_images
 from visem.search.folder import MANIFEST, gen_files, read_manifest, require_file
 from visem.search.types import (
     MAX_K,
@@ -309,15 +309,21 @@ class SearchIndex:
         return self._similar(self.embedding_rows([i])[0], k, exclude=i)
 
     # -- growing -----------------------------------------------------------------
-    def _features_of(self, paths: list[Path], hashes: list[str], progress: bool = False):
-        pooled, grid = image_features(paths, hashes, self.manifest["regions"], self.manifest["crop"], progress)
-        import torch
+    def _load_folder(self, folder: Path, captions: Path | None, progress: bool = False,
+                     workers: int | None = None):
+        """A collection read with one read per file; features stored for the images not already indexed."""
+        regions, crop = self.manifest["regions"], self.manifest["crop"]
+        known = set(self._hashes)
+        return load_collection(folder, captions, lambda paths: scan_images(
+            paths, regions=regions, crop=crop, workers=workers, progress=progress, skip=known))
 
-        feats = torch.as_tensor(grid if self.manifest["regions"] else pooled)
+    def _embed_stored(self, hashes: list[str]):
+        """(n, D) float32 embeddings of images whose features are in the store (by content key)."""
+        rows = feature_rows(hashes, self.manifest["regions"], self.manifest["crop"])
         with self._lock:
-            return embed_images(self.model, feats)
+            return embed_images(self.model, rows)
 
-    def add_images(self, images: str | Path, progress: bool = False) -> dict[str, Any]:
+    def add_images(self, images: str | Path, progress: bool = False, workers: int | None = None) -> dict[str, Any]:
         """Embed the images of a folder into the index without retraining, as a new generation.
 
         Images whose content is already indexed are skipped (counted as
@@ -332,7 +338,7 @@ class SearchIndex:
         from visem.search.folder import open_rows, stored_manifest, write_embeddings
 
         folder = Path(images)
-        col = load_collection(folder, None)
+        col = self._load_folder(folder, None, progress, workers)
         known = set(self._hashes)
         new = [i for i, h in enumerate(col.hashes) if h not in known]
         report: dict[str, Any] = {"folder": str(folder), "found": len(col.names), "added": len(new),
@@ -341,7 +347,7 @@ class SearchIndex:
         if not new:
             report["n_images"] = self.n_images
             return report
-        emb = self._features_of([col.paths[i] for i in new], [col.hashes[i] for i in new], progress)
+        emb = self._embed_stored([col.hashes[i] for i in new])
         root = str(folder.resolve())
         roots = [str(r) for r in self.roots]
         if root not in roots:
@@ -387,7 +393,7 @@ class SearchIndex:
         from visem.metrics import retrieval_recall
 
         root = Path(images) if images is not None else self.roots[0]
-        col = load_collection(root, Path(captions))
+        col = self._load_folder(root, Path(captions))
         if not len(col.captions):
             raise DataError(f"{captions}: no usable (image, caption) row ({skipped_text(col.skipped) or 'empty'})")
         used = np.unique(col.caption_image)  # only captioned images form the gallery
@@ -400,7 +406,7 @@ class SearchIndex:
         img[have] = self.embedding_rows([in_index[j] for j in have])
         todo = [j for j, p in enumerate(in_index) if p is None]
         if todo:
-            img[todo] = self._features_of([col.paths[used[j]] for j in todo], [col.hashes[used[j]] for j in todo])
+            img[todo] = self._embed_stored([col.hashes[used[j]] for j in todo])
         ids = torch.from_numpy(self.vocab.encode_batch(col.captions, max_len=self.manifest["max_len"])[0])
         with self._lock:
             txt = embed_texts(self.model, ids)
