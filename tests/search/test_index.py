@@ -256,3 +256,19 @@ def test_pseudo_captions_from_tags_else_imagenet_classes(tiny_collection):
     first_names = {c.split(",")[0].strip() for c in imagenet_classes()}
     words = caps[1]
     assert words and any(words.startswith(n) for n in first_names)
+
+
+def test_cli_info_search_and_bad_backend_options(tiny_index, tiny_collection, tmp_path, capsys):
+    from visem.cli import main
+
+    assert main(["index", "info", str(tiny_index)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["ann"]["kind"] == "exact" and info["ann"]["backend"] == "faiss" and info["generations"] == 1
+    assert main(["search", str(tiny_index), "a red circle", "--json", "-k", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["results"][0]["name"] == "red_circle.png"
+    folder, ann = tiny_collection
+    code = main(["index", "build", "--images", str(folder), "--captions", str(ann), "--out", str(tmp_path / "x"),
+                 "--backend", "milvus", "--index-type", "ivf", "--quiet"])
+    assert code == 2 and "picks its own" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -50,6 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument("index")
     a.add_argument("--images", required=True, help="folder of new images")
     a.add_argument("--quiet", action="store_true")
+    a.add_argument("--workers", type=int, default=None, help="image-decoding worker processes (default: from the machine)")
     a.set_defaults(func=cmd_add)
 
     e = isub.add_parser("eval", help="R@1/5/10 both ways on held-out image,caption rows")
@@ -89,7 +90,12 @@ def cmd_build(args: argparse.Namespace) -> int:
                         ivf_max=args.ivf_max, index_type=None if args.index_type == "auto" else args.index_type,
                         opq=args.opq, rerank=args.rerank, backend=args.backend, uri=args.uri, workers=args.workers,
                         model=parse_overrides(args.overrides), progress=not args.quiet)
-    rep = build_index(args.images, args.captions, args.out, opts, source=args.source, overwrite=args.force)
+    from visem.features.files import process_group_from_env
+
+    with process_group_from_env():  # under torchrun: every rank extracts features, rank 0 builds
+        rep = build_index(args.images, args.captions, args.out, opts, source=args.source, overwrite=args.force)
+    if rep is None:
+        return 0
     print(f"method: {rep.method} ({rep.reason})")
     print(f"images: {rep.n_images} ({rep.n_captioned} captioned, {rep.n_captions} captions; "
           f"{rep.n_pseudo} with pseudo captions from {rep.pseudo_source})")
@@ -124,7 +130,7 @@ def describe_ann(ann: dict) -> str:
 def cmd_add(args: argparse.Namespace) -> int:
     from visem.search import SearchIndex
 
-    rep = SearchIndex.open(args.index).add_images(args.images, progress=not args.quiet)
+    rep = SearchIndex.open(args.index).add_images(args.images, progress=not args.quiet, workers=args.workers)
     print(f"added {rep['added']} images ({rep['already_indexed']} already indexed); index now {rep['n_images']}")
     if rep["skipped"]:
         print("skipped: " + ", ".join(f"{n} {k}" for k, n in rep["skipped"].items()))

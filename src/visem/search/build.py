@@ -47,6 +47,10 @@ def _check_options(options: BuildOptions) -> None:
         raise ValueError(f"index_type must be one of {', '.join(KINDS)} (or None: by size), got {options.index_type!r}")
     if options.backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {options.backend!r}")
+    if options.backend != "faiss" and (options.index_type or options.opq):
+        raise ValueError(f"index_type and opq choose faiss structures; the {options.backend} backend picks its own")
+    if options.uri is not None and options.backend != "milvus":
+        raise ValueError("uri is the Milvus backend's (a Milvus Lite file or a server URL); pass backend='milvus'")
     if options.rerank < 1:
         raise ValueError(f"rerank must be >= 1, got {options.rerank}")
 
@@ -226,8 +230,7 @@ def build_index(images: str | Path, captions: str | Path | None, out: str | Path
                                           queries=cap_rows if len(cap_rows) >= 100 else None)
     caption_entry, _ = build_store(store, partial, "captions", cap_rows,
                                    queries=rows[:1000] if len(cap_rows) and len(rows) >= 100 else None)
-    vectors = {"backend": options.backend, **({"uri": options.uri} if options.backend == "milvus" else {}),
-               "images": image_entry, "captions": caption_entry}
+    vectors = {"backend": options.backend, "images": image_entry, "captions": caption_entry}
     report = BuildReport(method=method, reason=reason, n_images=n_own, n_captioned=n_captioned,
                          n_captions=len(col.captions), n_pseudo=int(len(uncaptioned)), pseudo_source=pseudo_note,
                          skipped=col.skipped, problems=col.problems, ann=ann_report, steps=steps,
