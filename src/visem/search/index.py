@@ -32,8 +32,10 @@ class SearchIndex:
     """An index folder opened for search (see the module docstring for its files).
 
     The methods that run the model hold a lock, so one :class:`SearchIndex`
-    may serve several threads; :meth:`add_images` must not run in two
-    processes on one index at once.
+    may serve several threads; :meth:`add_images` must not run while other
+    threads search the same object, nor in two processes on one index at
+    once. Image embeddings stay on disk (memory-mapped float16, one file per
+    generation); :meth:`close` releases a Milvus connection.
     """
 
     def __init__(self, path: Path, manifest: dict[str, Any]) -> None:

@@ -220,7 +220,7 @@ def build_store(options: StoreOptions, folder: Path, space: str, rows: Any,
 
     n, dim = rows.shape
     kind = options.kind or choose_kind(n, options.exact_max, options.ivf_max)
-    if kind == "exact":
+    if kind == "exact" or n == 0:  # nothing to train an IVF on: an empty space is searched exactly
         return ({"kind": "exact", "codec": None, "segments": [None]},
                 {**_exact_report(n, dim), "backend": "faiss"})
     index, report = VectorIndex.build(rows, kind=kind, queries=queries, seed=options.seed, opq=options.opq,
