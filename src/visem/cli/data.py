@@ -60,7 +60,8 @@ def _features(args: argparse.Namespace) -> int:
             out=args.out,
             workers=args.workers,
         )
-    if not distributed.is_main():
+        main = distributed.is_main()  # asked inside: the process group ends with the block
+    if not main:
         return 0
     a = res.array
     print(f"{args.name} {args.kind}: {a.dtype} {tuple(a.shape)} ({'cached' if res.cached else 'computed'})")
