@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -71,6 +72,10 @@ def keys_digest(keys: Iterable[str], extra: str = "") -> str:
         h.update(k.encode())
         h.update(b"\n")
     return h.hexdigest()
+
+
+#: chunk files a store keeps open for reading.
+OPEN_CHUNKS = 64
 
 
 def _npz_member_layout(path: Path, member: str) -> tuple[int, np.dtype, tuple[int, ...], bool] | None:
@@ -126,6 +131,7 @@ class FeatureStore:
         self._index: dict[str, int] | None = None  # key -> chunk number << 32 | row
         self._chunks: list[Path] = []
         self._layouts: dict[int, Any] = {}
+        self._fds: dict[int, int] = {}
         self.writes = 0  # chunks written by this object (tests use it)
 
     def _add_chunk(self, path: Path, keys: Sequence[str]) -> None:
@@ -137,6 +143,7 @@ class FeatureStore:
 
     def _scan(self) -> dict[str, int]:
         if self._index is None:
+            self.close()
             self._index, self._chunks, self._layouts = {}, [], {}
             if self.root.is_dir():
                 for chunk in sorted(self.root.glob("chunk-*.npz")):
@@ -150,6 +157,7 @@ class FeatureStore:
 
     def refresh(self) -> None:
         """Forget what was scanned: the next call sees every chunk now on disk (written by other processes too)."""
+        self.close()
         self._index = None
 
     def keys(self) -> set[str]:
@@ -199,6 +207,28 @@ class FeatureStore:
             self._layouts[c] = layout
         return self._layouts[c]
 
+    def _fd(self, c: int) -> int:
+        """An open descriptor of chunk ``c`` (the last :data:`OPEN_CHUNKS` stay open; ``pread`` needs no seek)."""
+        fd = self._fds.pop(c, None)
+        if fd is None:
+            with reading(self._chunks[c], "a visem feature chunk (delete it to recompute)"):
+                fd = os.open(self._chunks[c], os.O_RDONLY)
+            while len(self._fds) >= OPEN_CHUNKS:
+                os.close(self._fds.pop(next(iter(self._fds))))
+        self._fds[c] = fd  # most recently used last
+        return fd
+
+    def close(self) -> None:
+        """Close the chunk files kept open for reading."""
+        while self._fds:
+            os.close(self._fds.popitem()[1])
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
     def read(self, locations: np.ndarray) -> np.ndarray:
         """The rows at ``locations`` (from :meth:`locate`), in that order, reading only those rows."""
         locations = np.asarray(locations, dtype=np.int64)
@@ -218,12 +248,15 @@ class FeatureStore:
                 row_bytes = row_items * dtype.itemsize
                 values = np.empty((len(rows), *shape[1:]), dtype=dtype)
                 flat = values.reshape(len(rows), -1)
+                fd = self._fd(c)
                 order = np.argsort(rows, kind="stable")
-                with reading(self._chunks[c], "a visem feature chunk (delete it to recompute)"), \
-                        open(self._chunks[c], "rb") as fh:
-                    for j in order.tolist():
-                        fh.seek(offset + int(rows[j]) * row_bytes)
-                        flat[j] = np.frombuffer(fh.read(row_bytes), dtype=dtype, count=row_items)
+                srt = rows[order]
+                for run in np.split(np.arange(len(srt)), np.flatnonzero(np.diff(srt) != 1) + 1):
+                    count = len(run)  # consecutive rows: one read
+                    data = os.pread(fd, count * row_bytes, offset + int(srt[run[0]]) * row_bytes)
+                    if len(data) != count * row_bytes:
+                        raise DataError(f"{self._chunks[c]}: truncated visem feature chunk (delete it to recompute)")
+                    flat[order[run]] = np.frombuffer(data, dtype=dtype).reshape(count, row_items)
             if out is None:
                 out = np.empty((len(locations), *values.shape[1:]), dtype=values.dtype)
             out[pos] = values
