@@ -13,7 +13,10 @@ hundred inputs, one ``.npz`` holding ``keys`` and ``values``, written
 atomically) as extraction proceeds: a killed run keeps every finished chunk
 and the next run encodes only what is missing. The store directory name
 carries the encoder and its preprocessing, so changing either starts a new
-store rather than mixing features.
+store rather than mixing features. Chunks are uncompressed, so any row of
+any chunk is read at its byte offset (:meth:`FeatureStore.view`): a store
+larger than memory is read row by row, never loaded whole; several
+processes (``torchrun`` ranks) may fill one store at once.
 
 **Assembled files** are what ``visem features`` writes: one array in data set
 order plus a sidecar; they are reused when the sidecar's ``inputs_sha256``
