@@ -111,9 +111,13 @@ def stage(work: Path, name: str, regions: bool) -> dict:
     base = _status("VmRSS")
     t0 = time.perf_counter()
     rows = read_rows(work / "images", work / "captions.csv")
-    scan = scan_images(rows.image_paths, regions=regions, crop=1.0)  # workers as the build: from the machine
+    known = work / "keys.json"  # the feature pass's keys, so later stages do not hash every file again
+    keys = json.loads(known.read_text()) if name != "feature pass" and known.is_file() else None
+    scan = scan_images(rows.image_paths, regions=regions, crop=1.0, keys=keys)  # workers: from the machine
     col = finish_collection(rows, scan.keys, scan.errors)
     feats = feature_rows(col.hashes, regions, 1.0)
+    if name == "feature pass":
+        known.write_text(json.dumps(scan.keys))
     extra: dict = {"n_images": len(col.names), "n_captions": len(col.captions), "encoded": scan.encoded}
     if name == "feature pass":
         pass

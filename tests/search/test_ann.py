@@ -393,3 +393,14 @@ def test_exact_search_over_float16_blocks_matches_numpy(monkeypatch):
     s, i = exact_search(base, queries, 12)
     np.testing.assert_array_equal(i, ref_i)
     np.testing.assert_allclose(s, ref_s, atol=1e-5)
+
+
+def test_ivfpq_raises_its_rerank_depth_when_more_lists_stop_helping(pq_data):
+    rows, queries, _, _ = pq_data
+    index, report = VectorIndex.build(rows, kind="ivfpq", pq_m=8, nlist=32, queries=queries, seed=0, rerank=2)
+    # two candidates cannot hold the true top 10: more lists do not help, more candidates do
+    assert report["rerank"] == index.rerank > 2
+    assert report["recall_at_10"] >= 0.95 or report["rerank"] == 1000
+    assert report["nprobe"] < 32  # not a full scan
+    _, truth = numpy_topk(rows.astype(np.float32), queries, 10)
+    assert recall_at_k(index.search(queries, 10)[1], truth, 10) == pytest.approx(report["recall_at_10"])

@@ -79,6 +79,10 @@ EXACT_CHUNK = 1024
 BLOCK = 65_536
 #: candidates re-ranked exactly per query by an ``ivfpq`` index (at least k).
 DEFAULT_RERANK = 100
+#: ``ivfpq`` tuning: the re-ranking depth doubles up to this many candidates while probing more lists
+#: gains less than ``PLATEAU`` recall@10.
+MAX_RERANK = 1000
+PLATEAU = 0.005
 #: default sizes at which :meth:`VectorIndex.build` moves from exact to IVF and from IVF to IVF-PQ.
 DEFAULT_EXACT_MAX = 50_000
 DEFAULT_IVF_MAX = 250_000
@@ -221,6 +225,37 @@ def _probe_ladder(nlist: int) -> list[int]:
     return ladder
 
 
+def _tune(index: "VectorIndex", q: np.ndarray, truth: np.ndarray, k: int, target: float,
+          nlist: int) -> tuple[int, float]:
+    """``(nprobe, recall@k)``: the first step of 1, 2, 4, ..., ``nlist`` whose recall reaches ``target``.
+
+    ``ivfpq`` also tunes its re-ranking depth: when doubling ``nprobe``
+    gains less than :data:`PLATEAU` recall, the candidates re-ranked, not
+    the lists probed, are what is missing, so ``index.rerank`` doubles (up
+    to :data:`MAX_RERANK`) and the ladder resumes from the smaller
+    ``nprobe`` of the two; on a plateau at the largest depth that smaller
+    ``nprobe`` is kept (probing
+    every list would cost a full scan for nothing).
+    """
+    ladder = _probe_ladder(nlist)
+    i, prev = 0, None
+    while True:
+        probe = ladder[i]
+        recall = recall_at_k(index.search(q, k, nprobe=probe)[1], truth, k)
+        if recall >= target:
+            return probe, recall
+        if index.kind == "ivfpq" and prev is not None and recall - prev[1] < PLATEAU:
+            if index.rerank < MAX_RERANK:  # more candidates, measured again from the smaller nprobe
+                index.rerank = min(MAX_RERANK, 2 * index.rerank)
+                i, prev = i - 1, None
+                continue
+            return prev
+        prev = (probe, recall)
+        i += 1
+        if i == len(ladder):
+            return probe, recall
+
+
 def choose_kind(n: int, exact_max: int = DEFAULT_EXACT_MAX, ivf_max: int = DEFAULT_IVF_MAX) -> str:
     """``exact`` up to ``exact_max`` vectors, ``ivf`` up to ``ivf_max``, ``ivfpq`` above."""
     return "exact" if n <= exact_max else "ivf" if n <= ivf_max else "ivfpq"
@@ -340,7 +375,9 @@ class VectorIndex:
         * ``nprobe`` = the smallest of 1, 2, 4, ..., ``nlist`` whose recall@10
           (:func:`recall_at_k` of the index's top 10, re-ranked for ``ivfpq``,
           against :func:`exact_search`) reaches ``target_recall``; ``nlist``
-          (a full scan) if none does.
+          (a full scan) if none does. ``ivfpq`` raises its ``rerank`` depth
+          when more lists stop helping (see :func:`_tune`); the report gives
+          the depth reached.
 
         Tuning queries: pass ``queries`` (Q, D) drawn from the distribution
         the index will serve (for text-to-image search, caption embeddings).
@@ -427,13 +464,7 @@ class VectorIndex:
             q = _as_matrix(x[np.sort(rng.choice(n, n_q, replace=False))], "vectors")
         k = min(RECALL_K, n)
         _, truth = exact_search(x, q, k)
-        chosen, recall = nlist, None
-        for probe in _probe_ladder(nlist):
-            _, found = out.search(q, k, nprobe=probe)
-            recall = recall_at_k(found, truth, k)
-            if recall >= target_recall:
-                chosen = probe
-                break
+        chosen, recall = _tune(out, q, truth, k, target_recall, nlist)
         out.set_nprobe(chosen)
         out.codec = cls(codec)
         out.codec.set_nprobe(chosen)

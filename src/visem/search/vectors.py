@@ -228,7 +228,7 @@ def build_store(options: StoreOptions, folder: Path, space: str, rows: Any,
     index.save(Path(folder) / vector_file(space, 0))
     index.codec.save(Path(folder) / codec_file(space))
     return ({"kind": kind, "codec": codec_file(space), "segments": [vector_file(space, 0)],
-             "rerank": options.rerank, "nprobe": report["nprobe"]}, {**report, "backend": "faiss"})
+             "rerank": report["rerank"] or options.rerank, "nprobe": report["nprobe"]}, {**report, "backend": "faiss"})
 
 
 def open_store(backend: dict[str, Any], folder: Path, space: str, rows: list[Any]) -> VectorStore:
