@@ -325,6 +325,27 @@ def open_phase(work: str, n_queries: int, query_noise: float) -> dict:
             "qps_single": round(1 / single_s, 1), "add_1000_s": round(add_s, 3)}
 
 
+def sweep(work: str, n_queries: int, query_noise: float) -> None:
+    """Recall@10 and batch queries/s of the IVF-PQ index a ``--json --workdir`` run left, at other nprobe and
+    re-ranking depths (the same evaluation queries as its open phase); one JSON line per setting."""
+    import time
+
+    from visem.search.ann import exact_search
+    from visem.search.folder import open_rows
+
+    rows = open_rows(f"{work}/embeddings.0.npy")
+    index = VectorIndex.load(f"{work}/vectors.0.faiss", mmap=True, rows=rows)
+    queries = _noisy(rows, n_queries, query_noise, seed=1)
+    _, truth = exact_search(rows, queries, 10)
+    for nprobe in (16, 64, 256):
+        for rerank in (100, 400, 1000):
+            index.rerank = rerank
+            t = time.perf_counter()
+            _, found = index.search(queries, 10, nprobe=nprobe)
+            print(json.dumps({"nprobe": nprobe, "rerank": rerank, "recall_at_10": round(recall_at_k(found, truth, 10), 4),
+                              "qps": round(n_queries / (time.perf_counter() - t), 1)}), flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
@@ -344,10 +365,15 @@ def main() -> None:
     p.add_argument("--opq", action="store_true", help="--json: OPQ rotation for IVF-PQ")
     p.add_argument("--rerank", type=int, default=100, help="--json: IVF-PQ candidates re-ranked exactly")
     p.add_argument("--workdir", default=None, help="--json: where the files go (default: a new temporary folder)")
+    p.add_argument("--sweep", default=None, metavar="WORKDIR",
+                   help="instead: nprobe x re-ranking depth of the IVF-PQ index a --json run left in WORKDIR")
     p.add_argument("--open-phase", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     import faiss
 
+    if args.sweep:
+        sweep(args.sweep, args.queries, args.query_noise)
+        return
     if args.open_phase:
         print(json.dumps(open_phase(args.open_phase, args.queries, args.query_noise)))
         return
