@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw, PngImagePlugin
 
 from visem.search import BuildOptions, SearchIndex, build_index
-from visem.search.index import MAX_K, MAX_QUERY_CHARS
+from visem.search.types import MAX_K, MAX_QUERY_CHARS
 from visem.search.server import MAX_UPLOAD_BYTES, create_app, running, serve
 
 COLORS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 170, 60), "yellow": (240, 210, 20)}

@@ -54,7 +54,8 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from visem import __version__
-from visem.search.index import MAX_K, MAX_QUERY_CHARS, QueryError, SearchIndex
+from visem.search.index import SearchIndex
+from visem.search.types import MAX_K, MAX_QUERY_CHARS, QueryError
 
 __all__ = ["MAX_UPLOAD_BYTES", "create_app", "serve", "running", "web_dir"]
 
