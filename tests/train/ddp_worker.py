@@ -2,11 +2,11 @@
 
 Writes into the folder given as its argument. ``walk``: every registered model, 3 data-parallel steps on shards of
 one global batch, against the same model trained in one process on the whole
-batch (noise off: ``torch.randn_like`` returns zeros, so sampling models are
-deterministic). Per phase and step it records the relative difference of the
-DDP-averaged gradient from the one-process gradient, and after each step the
-largest difference of the parameters between ranks and from the one-process
-model.
+batch (noise off: ``torch.randn_like`` returns zeros, ``torch.rand_like``
+halves and dropout keeps every unit, so sampling models are deterministic).
+Per phase and step it records the relative difference of the DDP-averaged
+gradient from the one-process gradient, and after each step the largest
+difference of the parameters between ranks and from the one-process model.
 
 ``reproduce``: ``visem reproduce synthetic-retrieval --quick`` (rank 0 writes
 ``reproduce/results.json``).
@@ -30,7 +30,7 @@ from visem.models import build_model, list_models
 from visem.models import pse
 from visem.train import distributed as dist
 
-DIMS = {"image_dim": 12, "text_dim": 7, "class_dim": 5, "n_classes": 4, "vocab_size": 30}
+DIMS = {"image_dim": 12, "text_dim": 7, "class_dim": 5, "n_classes": 4, "vocab_size": 30, "sketch_dim": 9}
 N = 8  # the global batch; every rank takes N / world of the per-sample tensors
 
 
@@ -55,8 +55,10 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 def walk(out: str) -> None:
     dist.init_from_env()
     r, w = rank(), world_size()
-    # noise off, so sampling models are deterministic and comparable: z = mu
+    # noise off, so sampling models are deterministic and comparable: z = mu, uniform draws 1/2, no dropout
     torch.randn_like = lambda x, **kw: torch.zeros_like(x, **kw)
+    torch.rand_like = lambda x, **kw: torch.full_like(x, 0.5, **kw)
+    torch.nn.functional.dropout = lambda x, p=0.5, training=True, inplace=False: x
     pse.reparameterize = lambda mu, logvar, generator=None: mu
     report = {}
     for spec in list_models():

@@ -129,7 +129,7 @@ class FRWGAN(SketchImageModel):
             real = batch[m]
             with torch.no_grad():
                 fake = self._fake(m, s)
-            a = torch.rand(real.shape[0], 1, device=real.device, dtype=real.dtype)
+            a = torch.rand_like(real[:, :1])
             mix = (a * real + (1 - a) * fake).requires_grad_(True)
             d_mix = self.critic[m](torch.cat([mix, s], dim=1))
             grad = torch.autograd.grad(d_mix.sum(), mix, create_graph=True)[0]

@@ -84,9 +84,10 @@ class GNTriplet(SketchImageModel):
         hs, hi = self.f_s(batch["sketch"]), self.f_i(batch["image"])
         a, p = F.normalize(hs, dim=1), F.normalize(hi, dim=1)
         pool, pool_y = gather(p), gather(y)
-        other = (pool_y[None, :] != y[:, None]).to(a.dtype)  # (B, pool) candidate negatives
-        has = other.sum(1) > 0
-        pick = torch.multinomial(other[has], 1).squeeze(1) if bool(has.any()) else y.new_zeros(0)
+        other = pool_y[None, :] != y[:, None]  # (B, pool) candidate negatives
+        has = other.any(1)
+        # a uniform pick among the candidates: the largest of i.i.d. uniform scores
+        pick = torch.rand_like(other, dtype=a.dtype).masked_fill(~other, -1.0)[has].argmax(1)
         d_ap = (a - p).pow(2).sum(1)
         triplet = a.new_zeros(())
         if bool(has.any()):

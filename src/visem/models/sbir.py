@@ -131,3 +131,10 @@ class SketchImageModel(EmbeddingModel):
         if getattr(cfg, "class_dim", None):
             batch["class_emb"] = torch.randn(c, cfg.class_dim, generator=generator)
         return batch
+
+    def example_eval_data(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
+        """``n`` sketch queries and ``n`` gallery images of 2 classes (every query has a relevant image)."""
+        cfg = self.config
+        return {"sketch": torch.randn(n, cfg.sketch_dim, generator=generator),
+                "image": torch.randn(n, cfg.image_dim, generator=generator),
+                "sketch_label": torch.arange(n) % 2, "image_label": torch.arange(n) % 2}

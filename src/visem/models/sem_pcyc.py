@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from visem.distributed import gather
 from visem.models.base import Objective, Phase, adam
 from visem.models.registry import register_model
 from visem.models.sbir import SketchImageModel
@@ -180,7 +181,8 @@ class SEMPCYC(SketchImageModel):
         s = self._semantics(batch)
         rec = F.mse_loss(self.ae_dec(self.ae_enc(s)), s)
         group = self.ae_enc[0].weight.norm(p=2, dim=0).sum()
-        return rec + self.config.ae_regular * group / s.shape[0]
+        n = gather(s[:, :1]).shape[0]  # the reference divides by the batch size: the global one under DDP
+        return rec + self.config.ae_regular * group / n
 
     def _discriminator_loss(self, batch: Mapping[str, Tensor]) -> Tensor:
         cfg = self.config

@@ -31,7 +31,7 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from visem.distributed import gather, rank
+from visem.distributed import gather, gathered_rows
 from visem.models.base import Objective
 from visem.models.layers import mlp
 from visem.models.registry import register_model
@@ -125,9 +125,8 @@ class ZSIH(SketchImageModel):
         x_i, x_s = batch["image"], batch["sketch"]
         sem = batch["class_emb"][batch["label"].long()]
         n = x_i.shape[0]
-        q_all = self.code_probabilities(gather(x_i), gather(x_s), gather(sem))
-        start = rank() * n if q_all.shape[0] != n else 0
-        q = q_all[start:start + n]
+        all_i, start = gathered_rows(x_i)
+        q = self.code_probabilities(all_i, gather(x_s), gather(sem))[start:start + n]
         b = _StochasticBinary.apply(q, torch.rand_like(q))
         mu, logvar = self.dec(b).chunk(2, dim=1)
         rec = 0.5 * ((sem - mu).pow(2) * torch.exp(-logvar) + logvar).sum(1).mean()
