@@ -104,8 +104,15 @@ def test_zs_sbir_on_a_data_file_quick(tmp_path):
     assert cfg["figures"]["figure4"].startswith("not drawn")  # features only, no pictures
     assert (tmp_path / "out" / cfg["figures"]["figure5"]).is_file()
     assert all(sp["unseen"] == [2, 5, 9] for sp in cfg["splits"])
+    # every (run, split) cell is kept; a second run over the same folder reuses them instead of training again
+    cells = sorted((tmp_path / "out" / "cells").glob("*.json"))
+    assert len(cells) == 2 * cfg["settings"]["splits"]
+    stamps = [c.stat().st_mtime_ns for c in cells]
+    again = reproduce("zs-sbir-emoji", tmp_path / "out", quick=True, data=path, overrides={"runs": ["lcale", "gdh"]})
+    assert again["rows"] == res["rows"] and [c.stat().st_mtime_ns for c in cells] == stamps
 
 
+@pytest.mark.slow  # the built-in data end to end (thumbnails of 40 classes, every run, Figures 3-5)
 def test_zs_sbir_emoji_quick_from_the_command_line(tmp_path, capsys):
     from visem.cli import main
 

@@ -19,6 +19,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +40,7 @@ from visem.train.sampler import BatchSampler
 from visem.train.trainer import TrainConfig, Trainer
 
 __all__ = ["SBIRSplit", "NPZ_KEYS", "emoji_sbir_data", "npz_sbir_data", "make_sbir_split", "class_pairs",
-           "train_sbir", "sbir_scores", "random_floor", "run_zs_sbir", "SBIR_DEFAULTS", "SBIR_QUICK", "SEED004_SBIR"]
+           "train_sbir", "sbir_scores", "split_fingerprint", "random_floor", "run_zs_sbir", "SBIR_DEFAULTS", "SBIR_QUICK", "SEED004_SBIR"]
 
 #: the arrays of a ``--data`` file (``class_embeddings`` optional)
 NPZ_KEYS = ("sketch_features", "sketch_labels", "image_features", "image_labels", "class_names", "unseen_classes")
@@ -360,19 +362,43 @@ SEED004_SBIR: list[dict[str, Any]] = [
 ]
 
 
-def _sbir_job(split: SBIRSplit, split_seed: int, label: str, model: str, params: dict[str, Any], lr: float,
-              steps: int, batch_size: int, pair_rounds: int, figures: bool) -> dict[str, Any]:
-    """One (run, split) cell, in a worker process."""
-    tc = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=split_seed, log_every=10**9,
-                     checkpoint_every=10**9, progress=False)
-    t0 = time.process_time()
-    m, shares = train_sbir(model, params, split, tc, pair_rounds)
-    out: dict[str, Any] = {"scores": sbir_scores(m, split), "shares": shares, "cpu_seconds": time.process_time() - t0}
-    if figures:
-        from visem.experiments.sbir_figures import figure_payload
+def split_fingerprint(split: SBIRSplit) -> str:
+    """A digest of everything a run reads from ``split`` (classes, features, labels): the cell cache's key."""
+    h = hashlib.sha256()
+    for f in dataclasses.fields(split):
+        v = getattr(split, f.name)
+        h.update(f.name.encode())
+        h.update(v.numpy().tobytes() if isinstance(v, Tensor) else np.asarray(v).tobytes())
+    return h.hexdigest()[:16]
 
-        out["figures"] = figure_payload(m, split)
-    return out
+
+def _sbir_job(split: SBIRSplit, split_seed: int, label: str, model: str, params: dict[str, Any], lr: float,
+              steps: int, batch_size: int, pair_rounds: int, figures: bool,
+              cache_dir: str | None = None) -> dict[str, Any]:
+    """One (run, split) cell, in a worker process; cached as JSON in ``cache_dir`` (a stopped run resumes)."""
+
+    def compute() -> dict[str, Any]:
+        tc = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=split_seed, log_every=10**9,
+                         checkpoint_every=10**9, progress=False)
+        t0 = time.process_time()
+        m, shares = train_sbir(model, params, split, tc, pair_rounds)
+        out: dict[str, Any] = {"scores": sbir_scores(m, split), "shares": shares,
+                               "cpu_seconds": time.process_time() - t0}
+        if figures:
+            from visem.experiments.sbir_figures import figure_payload
+
+            out["figures"] = figure_payload(m, split)
+        return out
+
+    if cache_dir is None:
+        return compute()
+    from visem.experiments.parallel import cached_json
+
+    key = json.dumps([model, params, lr, steps, batch_size, pair_rounds, split_seed, figures,
+                      split_fingerprint(split)], sort_keys=True, default=str)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in label)
+    return cached_json(Path(cache_dir) / f"{safe}-seed{split_seed}-{digest}.json", compute)
 
 
 def runs_from_settings(s: Mapping[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
@@ -414,18 +440,22 @@ def paired_claims(per_split: Mapping[tuple[str, str, bool], Sequence[Mapping[str
 
 def run_zs_sbir(splits: Sequence[SBIRSplit], runs: Sequence[tuple[str, str, dict[str, Any]]], steps: int,
                 batch_size: int, lr: float, seed: int = 0, pair_rounds: int = 2, workers: int | None = None,
-                progress: bool = False, figure_run: str | None = "lcale") -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                progress: bool = False, figure_run: str | None = "lcale",
+                cache_dir: Path | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows (mean ± std over ``splits``, split ``i`` seeded ``seed + i``) of every run, the floors, and extras.
 
     ``extra``: per-split MAP of every row, the floor of each split, paired
     differences, mean term shares, mean PR curves, and the figure payload of
-    ``figure_run`` on split 0.
+    ``figure_run`` on split 0. ``cache_dir``: each (run, split) cell's result
+    is kept there as JSON, keyed by its settings and the split's contents, so
+    a stopped run repeats only its unfinished cells.
     """
     from visem.experiments.parallel import run_parallel
     from visem.experiments.retrieval import mean_shares
 
     jobs = [{"split": sp, "split_seed": seed + i, "label": label, "model": name, "params": p, "lr": lr, "steps": steps,
-             "batch_size": batch_size, "pair_rounds": pair_rounds, "figures": label == figure_run and i == 0}
+             "batch_size": batch_size, "pair_rounds": pair_rounds, "figures": label == figure_run and i == 0,
+             "cache_dir": None if cache_dir is None else str(cache_dir)}
             for label, name, p in runs for i, sp in enumerate(splits)]
     results = run_parallel(_sbir_job, jobs, workers=workers, progress=progress)
     per_split: dict[tuple[str, str, bool], list[dict[str, float]]] = {}
@@ -492,6 +522,7 @@ def run_zs_sbir_emoji(out_dir: Any, quick: bool = False, seed: int = 0, progress
                       data: Path | None = None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """LCALE, its Table 4 ablations and the six Table 3 baselines on zero-shot SBIR (emoji sketches, or ``--data``)."""
     from visem.config import merge
+    from visem.distributed import is_main
     from visem.experiments import settings as resolve_settings
 
     t0 = time.perf_counter()
@@ -514,10 +545,11 @@ def run_zs_sbir_emoji(out_dir: Any, quick: bool = False, seed: int = 0, progress
     t = s["train"]
     rows, extra = run_zs_sbir(splits, runs, int(t["steps"]), int(t["batch_size"]), float(t["lr"]), seed,
                               int(s["pair_rounds"]), s["workers"], progress,
-                              figure_run="lcale" if s["figures"] and "lcale" in s["runs"] else None)
+                              figure_run="lcale" if s["figures"] and "lcale" in s["runs"] else None,
+                              cache_dir=Path(out_dir) / "cells")
     payload = extra.pop("figure_payload")
     figures: dict[str, str] = {}
-    if s["figures"]:
+    if s["figures"] and is_main():  # rank 0 alone draws and writes under torchrun
         from visem.experiments.sbir_figures import write_figures
 
         figures = write_figures(Path(out_dir), extra["pr_curves"], payload, splits[0], d, quick=quick)

@@ -48,16 +48,19 @@ def figure_payload(model: Any, split: Any, n_queries: int = N_QUERIES, seed: int
     classes = rng.permutation(np.unique(labels))[:n_queries]
     queries = [int(rng.choice(np.flatnonzero(labels == c))) for c in classes]
     top = [torch.argsort(-(i_n @ s_n[q]), stable=True)[:TOP].tolist() for q in queries]
-    return {"queries": queries, "top": top, "sketch_latent": s.float().numpy(), "image_latent": i.float().numpy()}
+    return {"queries": queries, "top": top, "sketch_latent": s.float().tolist(), "image_latent": i.float().tolist()}
 
 
 def save_figure(fig: Any, path: Path) -> Path:
-    """``fig`` as a PNG at ``path``, atomically; the figure is closed."""
+    """``fig`` as a PNG at ``path``, atomically (rank 0 alone under torchrun); the figure is closed."""
     import matplotlib.pyplot as plt
 
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        os.chmod(tmp, 0o644)  # an ordinary file, not the temporary file's private mode
+    from visem.distributed import is_main
+
+    if is_main():
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+            os.chmod(tmp, 0o644)  # an ordinary file, not the temporary file's private mode
     plt.close(fig)
     return path
 
@@ -130,7 +133,8 @@ def plot_tsne(payload: Mapping[str, Any], split: Any, data: Mapping[str, Any], p
     panels = []
     if split.test_sketch.shape[1] == split.test_image.shape[1]:
         panels.append(("(a) input features", split.test_sketch.numpy(), split.test_image.numpy()))
-    panels.append(("(b) LCALE latent embeddings", payload["sketch_latent"], payload["image_latent"]))
+    panels.append(("(b) LCALE latent embeddings", np.asarray(payload["sketch_latent"]),
+                   np.asarray(payload["image_latent"])))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False)
     classes = np.unique(np.concatenate([ls, li]))
     cmap = plt.get_cmap("tab20", max(len(classes), 2))
