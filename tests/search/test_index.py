@@ -28,8 +28,15 @@ def test_build_report_and_files(tiny_index, index):
     assert rep["pseudo_source"] == "tags for 12" and rep["skipped"] == {}
     assert rep["ann"]["kind"] == "exact" and rep["ann"]["n"] == 12
     files = {p.name for p in tiny_index.iterdir()}
-    assert {"index.json", "model.safetensors", "model.yaml", "vocab.json", "captions.json",
+    assert {"index.json", "model.safetensors", "model.yaml", "vocab.json", "captions.json", "lexical.0.json",
             "caption_embeddings.npy", "images.0.json", "embeddings.0.npy", "vectors.0.faiss"} <= files
+    # nine captioned images: too few to hold some out, so the documented defaults (and the report says so)
+    from visem.search.choose import DEFAULT_TEXT_ENCODER
+    from visem.search.lexical import DEFAULT_FUSION
+
+    assert rep["choice"]["how"] == "default" and "fewer than the 50" in rep["choice"]["why"]
+    assert rep["choice"]["text_encoder"] == DEFAULT_TEXT_ENCODER and rep["choice"]["fusion"] == DEFAULT_FUSION
+    assert index.fusion == DEFAULT_FUSION and index.lexical.n == 12
     assert not tiny_index.with_name(tiny_index.name + ".partial").exists()
     assert index.n_images == 12 and index.embeddings.shape == (12, index.manifest["dim"])
     np.testing.assert_allclose(np.linalg.norm(index.embeddings, axis=1), 1.0, atol=1e-5)
@@ -44,28 +51,53 @@ def test_each_caption_finds_its_own_image_first(index, tiny_items):
 
 
 def test_search_results_match_brute_force(index):
+    from test_lexical import naive_bm25
+
+    from visem.features.tokenize import tokenize
+
     q = index.embed_query("a green circle")
-    hits = index.search_text("a green circle", k=MAX_K)
+    hits = index.search_text("a green circle", k=MAX_K, mode="dense")
     assert len(hits) == 12  # k larger than the collection: everything, ranked
     brute = index.embeddings @ q
     assert [h.id for h in hits] == np.argsort(-brute, kind="stable").tolist()
     np.testing.assert_allclose([h.score for h in hits], np.sort(brute)[::-1], atol=1e-5)
+    # the index's fusion: dense + w * BM25 / best BM25, with BM25 from a naive loop over the documents
+    w = index.fusion["weight"]
+    bm = naive_bm25(index.lexical.documents, tokenize("a green circle"))
+    fused = brute + w * bm / bm.max()
+    hybrid = index.search_text("a green circle", k=MAX_K)
+    assert [h.id for h in hybrid] == np.lexsort((np.arange(12), -fused)).tolist()
+    np.testing.assert_allclose([h.score for h in hybrid], np.sort(fused)[::-1], atol=1e-5)
+    assert hybrid[0].name == "green_circle.png"
 
 
-def test_unknown_query_words_are_ignored_and_bad_queries_rejected(index):
-    ex = index.explain_query("a Pink circle xqzzyv")
-    assert ex["used"] == ["a", "circle"] and ex["unknown"] == ["pink", "xqzzyv"]
-    unknown_dropped = index.embed_query("a pink circle xqzzyv")
-    np.testing.assert_allclose(unknown_dropped, index.embed_query("a circle"), atol=1e-6)
+def test_open_vocabulary_and_bad_queries_rejected(index):
+    ex = index.explain_query("a Pink circle guitar 猫")
+    assert ex["used"] == ["a", "pink", "circle", "guitar"]  # MiniLM spells any word; no caption said pink
+    assert ex["matched"] == ["a", "circle"] and ex["unknown"] == ["猫"]  # MiniLM's [UNK], in no document
+    assert index.search_text("guitar", k=3, mode="dense")  # a word no caption or tag holds is still a query
     with pytest.raises(QueryError, match="empty"):
         index.search_text("   ")
     with pytest.raises(QueryError, match="too long"):
         index.search_text("circle " * (MAX_QUERY_CHARS // 7 + 1))
     with pytest.raises(QueryError, match="no word"):
-        index.search_text("xqzzyv qqqwwv")
+        index.search_text("!!! ???")
     for k in (0, MAX_K + 1, True, 2.5):
         with pytest.raises(QueryError, match="k must be"):
             index.search_text("circle", k=k)
+
+
+def test_gru_tower_ignores_and_lists_words_outside_its_vocabulary(tiny_collection, tmp_path):
+    folder, ann = tiny_collection
+    rep = build_index(folder, ann, tmp_path / "gru", BuildOptions(steps=5, batch_size=4, embed_dim=16,
+                                                                   text_encoder="gru"))
+    assert rep.choice["how"] == "default" and rep.choice["text_encoder"] == "gru"
+    idx = SearchIndex.open(tmp_path / "gru")
+    ex = idx.explain_query("a Pink circle xqzzyv")
+    assert ex["used"] == ["a", "circle"] and ex["unknown"] == ["pink", "xqzzyv"]
+    np.testing.assert_allclose(idx.embed_query("a pink circle xqzzyv"), idx.embed_query("a circle"), atol=1e-6)
+    with pytest.raises(QueryError, match="no word"):
+        idx.search_text("xqzzyv qqqwwv")
 
 
 def test_image_queries(index, tiny_collection):
@@ -196,7 +228,9 @@ def test_bad_rows_are_reported_and_skipped(tmp_path, tiny_items, draw_image):
     rep = build_index(folder, ann, tmp_path / "idx", BuildOptions(steps=5, batch_size=4, embed_dim=16))
     assert rep.n_images == 4 and rep.method == "a3vse"  # yellow_circle is uncaptioned
     assert rep.skipped["missing_image"] == 1 and rep.skipped["unreadable"] == 1
-    assert rep.skipped["duplicate_image"] == 1 and rep.skipped["malformed"] == 1 and rep.skipped["empty_caption"] == 1
+    assert rep.skipped["duplicate_image"] == 1 and rep.skipped["malformed"] == 1
+    assert "empty_caption" not in rep.skipped  # blue_square.png is kept (it has a caption): a note, not a skip
+    assert rep.notes == ["1 row(s) with an empty caption: their images kept, uncaptioned"]
     assert any("copy_of_red.png" in p for p in rep.problems)
     idx = SearchIndex.open(tmp_path / "idx")
     red = idx._names.index("red_circle.png")

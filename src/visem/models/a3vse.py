@@ -56,7 +56,9 @@ states from all-MiniLM-L6-v2 instead of the LSTM, projected to ``H`` and
 pooled by the same K-head attention of Eq. 1
 (:mod:`visem.models.pretrained_text`).
 
-Batches: ``pair.image`` ``(B, N, image_dim)``, ``pair.text`` ``(B, L)`` ids,
+Batches: ``pair.image`` ``(B, N, image_dim)`` (or ``(B, image_dim)``, one
+pooled feature per image taken as a single region: the attention over one
+region is the identity, so the image side is a linear projection),, ``pair.text`` ``(B, L)`` ids,
 ``pseudo.image`` ``(B', N, image_dim)``, ``pseudo.text`` ``(B', L')`` ids.
 """
 
@@ -222,6 +224,8 @@ class A3VSE(TokenRetrievalModel):
 
     # -- encoders G^v, G^t ------------------------------------------------
     def embed_image(self, image: Tensor) -> Tensor:
+        if isinstance(image, Tensor) and image.dim() == 2:  # one pooled feature per image: a single region
+            image = image.unsqueeze(1)
         check_features("image", image, self.config.image_dim, ndim=3)
         x = self.region_proj(image)
         mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)

@@ -67,11 +67,11 @@ def build_index(images: str | Path, captions: str | Path | None, out: str | Path
     from visem.search.embedding import embed_images, embed_texts
     from visem.search.features import image_features
     from visem.search.index import SearchIndex
-    from visem.search.methods import AUTO_MODEL_DEFAULTS, choose_method, method_kind
-    from visem.search.training import TrainingData, default_steps, make_sampler, train_model
+    from visem.search.choose import choose_and_train
+    from visem.search.methods import choose_method, method_kind
 
     t0 = time.perf_counter()
-    options = options or BuildOptions()
+    options = (options or BuildOptions()).check()
     images, out = Path(images), Path(out)
     captions = Path(captions) if captions is not None else None
     if out.exists() and not overwrite:
@@ -86,11 +86,10 @@ def build_index(images: str | Path, captions: str | Path | None, out: str | Path
     n_captioned = len(set(col.caption_image.tolist()))
     if len(col.captions) < 2:  # a ranking loss needs two pairs: one caption is treated as none
         n_captioned = 0
-    method, reason = choose_method(n_captioned, len(col.names) - n_captioned, src_index is not None)
-    defaults = AUTO_MODEL_DEFAULTS.get(method, {})
-    if options.method:
-        method, reason, defaults = options.method, f"method {options.method} asked for", {}
+    auto_method, auto_reason = choose_method(n_captioned, len(col.names) - n_captioned, src_index is not None)
+    method = options.method or auto_method
     kind, regions = method_kind(method)
+    regions = regions and options.regions  # pooled features unless asked (A3VSE reads them as one region)
     if kind == "domains" and src_index is None and not len(col.captions):
         raise ValueError(f"{method} needs captions (its paired domain): give a caption file or a source index")
 
@@ -107,42 +106,25 @@ def build_index(images: str | Path, captions: str | Path | None, out: str | Path
     partial.mkdir(parents=True, exist_ok=True)
     atomic_write_json(stamp, {"fingerprint": fp})
 
-    pooled, grid = image_features(col.paths, col.hashes, regions, options.crop, options.progress)
-    pseudo, pseudo_note = pseudo_captions(col.tags, pooled)
+    enc = options.image_encoder
+    pooled, grid = image_features(col.paths, col.hashes, regions, options.crop, options.progress, enc)
+    pseudo, pseudo_note = pseudo_captions(col.tags, pooled, encoder=enc)
     uncaptioned = np.setdiff1d(np.arange(len(col.names)), col.caption_image)
 
-    # texts and vocabulary: training captions and pseudo captions (and the source's captions)
-    texts = list(col.captions)
     src = None
     if src_index is not None:
         src_paths = [src_index._path_of(i) for i in range(src_index.n_images)]
-        src_pooled, src_grid = image_features(src_paths, src_index._hashes, regions, options.crop, options.progress)
+        src_pooled, src_grid = image_features(src_paths, src_index._hashes, regions, options.crop, options.progress, enc)
         src = {"pooled": src_pooled, "grid": src_grid, "captions": list(src_index._captions),
                "caption_image": np.asarray(src_index._caption_image, dtype=np.int64)}
-        texts += src["captions"]
-    from visem.features.text import TextTable
-
-    text = TextTable(texts + pseudo)
-    feats_np = grid if regions else pooled
     n_own = len(col.names)
-    if src is not None:  # one feature table: this collection's images, then the source's
-        feats_np = np.concatenate([feats_np, src["grid"] if regions else src["pooled"]])
-    feats = torch.as_tensor(np.asarray(feats_np))
-    all_caps = list(col.captions) + (src["captions"] if src else [])
-    cap_img = np.concatenate([col.caption_image, src["caption_image"] + n_own]) if src else col.caption_image
-    cap_ids = text.encode(all_caps) if all_caps else torch.zeros((0, 1), dtype=torch.long)
-    data = TrainingData(feats=feats, n_own=n_own, cap_ids=cap_ids, cap_img=cap_img,
-                        n_own_captions=len(col.captions), pseudo_ids=text.encode(pseudo), uncaptioned=uncaptioned)
-    sampler, n_items = make_sampler(kind, method, data, options.batch_size, options.seed)
-
-    steps = options.steps or default_steps(n_items, options.batch_size)
-    dims = {"image_dim": int(feats.shape[-1]), "vocab_size": len(text.vocab)}
-    params = {"embed_dim": options.embed_dim, **defaults, **options.model}
-    model = train_model(method, params, dims, text.word_vectors(), sampler, steps, options, partial / "train")
+    # towers, method and fusion: by validation on held-out captions when there are enough (visem.search.choose)
+    chosen = choose_and_train(col, options, auto_method, auto_reason, pooled, grid, pseudo, src, partial)
+    model, text, method, reason, steps = chosen.model, chosen.side, chosen.method, chosen.reason, chosen.steps
 
     # embed and write
     emb = embed_images(model, torch.as_tensor(np.asarray(grid if regions else pooled)))
-    cap_emb = embed_texts(model, text.encode(col.captions)) if col.captions else np.zeros((0, emb.shape[1]), np.float32)
+    cap_emb = embed_texts(model, text.ids(col.captions)) if col.captions else np.zeros((0, emb.shape[1]), np.float32)
     queries = cap_emb if len(cap_emb) >= 100 else None
     vindex, ann_report = VectorIndex.build(emb, exact_max=options.exact_max, queries=queries, seed=options.seed)
     from visem.config import dump_yaml, to_dict
@@ -160,10 +142,16 @@ def build_index(images: str | Path, captions: str | Path | None, out: str | Path
     atomic_write_json(partial / "captions.json", {"captions": col.captions,
                                                   "image": col.caption_image.tolist()})
     np.save(partial / "caption_embeddings.npy", cap_emb)
+    # lexical side (visem.search.lexical): one document per image, and the chosen fusion
+    from visem.search.lexical import image_documents, lexical_file, write_documents
+
+    write_documents(partial / lexical_file(gen), image_documents(n_own, col.captions, col.caption_image, col.tags,
+                                                                 pseudo))
     report = BuildReport(method=method, reason=reason, n_images=n_own, n_captioned=n_captioned,
                          n_captions=len(col.captions), n_pseudo=int(len(uncaptioned)), pseudo_source=pseudo_note,
                          skipped=col.skipped, problems=col.problems, ann=ann_report, steps=steps,
-                         seconds=round(time.perf_counter() - t0, 1))
+                         seconds=round(time.perf_counter() - t0, 1), choice=chosen.choice,
+                         notes=col.notes + chosen.notes)
     import visem
 
     manifest = {
@@ -173,6 +161,8 @@ def build_index(images: str | Path, captions: str | Path | None, out: str | Path
         "dim": int(emb.shape[1]), "roots": [str(images.resolve())],
         "n_images": n_own, "n_captions": len(col.captions), "options": asdict(options),
         "source": str(Path(source).resolve()) if source is not None else None, "report": report.to_dict(),
+        "lexical": {"file": lexical_file(gen), "fusion": chosen.fusion},  # visem.search.lexical
+        "text_encoder": chosen.choice["text_encoder"], "image_encoder": enc,
     }
     shutil.rmtree(partial / "train", ignore_errors=True)
     stamp.unlink()

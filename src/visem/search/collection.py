@@ -8,7 +8,7 @@ image's tags, with the problems found (counted, never fatal).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,22 +27,47 @@ class Collection:
     tags: list[list[str]]
     skipped: dict[str, int]
     problems: list[str]
+    notes: list[str] = field(default_factory=list)  # rows kept with a change (images kept uncaptioned)
 
     @property
     def paths(self) -> list[Path]:
         return [self.root / n for n in self.names]
 
 
+#: kinds of :class:`visem.data.captions.LoadReport` issues that keep the image (uncaptioned): notes, not skips
+KEPT_KINDS = ("empty_caption",)
+
+
+def _with_more(lines: list[str], total: int) -> list[str]:
+    """``lines`` and, when ``total`` is larger, ``"... and N more"``."""
+    return lines + ([f"... and {total - len(lines)} more"] if total > len(lines) else [])
+
+
 def load_collection(images: Path, captions: Path | None, problems_limit: int = 20) -> Collection:
-    """Read the folder and caption file; drop exact duplicate images (same bytes), merging their captions."""
+    """Read the folder and caption file; drop exact duplicate images (same bytes), merging their captions.
+
+    Images must lie inside ``images``: a row naming an absolute path or a
+    symlink that resolves outside it is refused (``outside_folder``), as an
+    index serves files only from inside its folders. Rows with an empty
+    caption and captions with no usable word (no letter or digit of any
+    script) keep their image, uncaptioned, and are reported in ``notes``;
+    real skips are counted in ``skipped`` and listed in ``problems`` (the
+    first ``problems_limit``, then ``... and N more``).
+    """
     import numpy as np
 
     from visem.data.captions import load_captions
     from visem.features.cache import file_key
+    from visem.features.tokenize import tokenize
 
-    ds = load_captions(captions, images, include_unlisted=True, check_images=True)
-    skipped = dict(ds.report.counts())
-    problems = [str(i) for i in ds.report.issues[:problems_limit]]
+    ds = load_captions(captions, images, include_unlisted=True, check_images=True, confine=True)
+    issues = [i for i in ds.report.issues if i.kind not in KEPT_KINDS]
+    skipped = {k: n for k, n in ds.report.counts().items() if k not in KEPT_KINDS}
+    problem_list = [str(i) for i in issues]
+    notes = []
+    n_empty = len(ds.report.of("empty_caption"))
+    if n_empty:
+        notes.append(f"{n_empty} row(s) with an empty caption: their images kept, uncaptioned")
     hashes_all = [file_key(p) for p in ds.image_paths]
     first: dict[str, int] = {}
     keep: list[int] = []
@@ -52,14 +77,14 @@ def load_collection(images: Path, captions: Path | None, problems_limit: int = 2
         if h in first:
             remap[i] = remap[first[h]]
             n_dup += 1
-            if len(problems) < problems_limit:
-                problems.append(f"duplicate_image: {ds.images[i]} has the same content as {ds.images[first[h]]} (merged)")
+            problem_list.append(f"duplicate_image: {ds.images[i]} has the same content as {ds.images[first[h]]} (merged)")
             continue
         first[h] = i
         remap[i] = len(keep)
         keep.append(i)
     if n_dup:
         skipped["duplicate_image"] = n_dup
+    problems = _with_more(problem_list[:problems_limit], len(problem_list))
     tags: list[list[str]] = [list(ds.tags[i]) for i in keep]
     for i, h in enumerate(hashes_all):  # tags of merged duplicates join the kept image's
         for t in ds.tags[i]:
@@ -67,17 +92,25 @@ def load_collection(images: Path, captions: Path | None, problems_limit: int = 2
                 tags[remap[i]].append(t)
     cap_img = remap[ds.caption_image] if len(ds.captions) else np.zeros(0, dtype=np.int64)
     seen: set[tuple[int, str]] = set()
-    caps, cimg = [], []
+    caps, cimg, wordless = [], [], []
     for c, i in zip(ds.captions, cap_img.tolist()):
+        if not tokenize(c):  # "!!!", emoji only: nothing to learn or match
+            wordless.append(c)
+            continue
         if (i, c) not in seen:
             seen.add((i, c))
             caps.append(c)
             cimg.append(i)
+    if wordless:
+        shown = ", ".join(repr(c) for c in wordless[:3]) + (f" and {len(wordless) - 3} more" if len(wordless) > 3 else "")
+        notes.append(f"{len(wordless)} caption(s) with no usable word ({shown}): not counted as captions, "
+                     "their images kept")
     return Collection(Path(images), [ds.images[i] for i in keep], [hashes_all[i] for i in keep], caps,
-                       np.asarray(cimg, dtype=np.int64), tags, skipped, problems)
+                      np.asarray(cimg, dtype=np.int64), tags, skipped, problems, notes)
 
 
-def pseudo_captions(tags: list[list[str]], pooled: Any, top: int = 3, min_prob: float = 0.05) -> tuple[list[str], str]:
+def pseudo_captions(tags: list[list[str]], pooled: Any, top: int = 3, min_prob: float = 0.05,
+                    encoder: str = "efficientnet-lite0") -> tuple[list[str], str]:
     """One pseudo caption per image: its tags joined when it has tags, else its top ImageNet classes.
 
     The ImageNet classes come from EfficientNet-Lite0's own classifier head on
@@ -95,7 +128,7 @@ def pseudo_captions(tags: list[list[str]], pooled: Any, top: int = 3, min_prob: 
         from visem.features.image import imagenet_probabilities
 
         names = [c.split(",")[0].strip() for c in imagenet_classes()]
-        probs = imagenet_probabilities(np.asarray(pooled)[need])
+        probs = imagenet_probabilities(np.asarray(pooled)[need], variant=encoder)
         for i, p in zip(need, probs):
             order = np.argsort(-p)[:top]
             words = [names[j] for r, j in enumerate(order) if r == 0 or p[j] >= min_prob]

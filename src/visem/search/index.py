@@ -101,6 +101,27 @@ class SearchIndex:
         if self.caption_embeddings.shape[0] != len(self._captions):
             raise IndexFileError(f"{self.path}: {len(self._captions)} captions but "
                                  f"{self.caption_embeddings.shape[0]} caption embeddings")
+        self._load_text_side(model)  # visem.search.towers / visem.search.lexical
+
+    def _load_text_side(self, model: bool) -> None:
+        """The query encoder of the text tower, and the lexical index with its fusion (none in older indexes)."""
+        from visem.search.lexical import LexicalIndex, read_documents
+        from visem.search.towers import TextSide, text_encoder_of
+
+        if model:
+            self.side = TextSide(text_encoder_of(self.model), self.vocab, int(self.manifest["max_len"]))
+        lex = self.manifest.get("lexical")
+        self.lexical, self.fusion = None, {"kind": "dense"}
+        if lex:
+            try:
+                docs = read_documents(self._file(lex["file"]))
+            except IndexFileError:
+                raise
+            except (OSError, ValueError) as exc:
+                raise IndexFileError(f"{self.path}: damaged lexical file ({exc})") from None
+            if len(docs) != self.n_images:
+                raise IndexFileError(f"{self.path}: {self.n_images} images but {len(docs)} lexical documents")
+            self.lexical, self.fusion = LexicalIndex(docs), dict(lex["fusion"])
 
     # -- facts ------------------------------------------------------------------
     @property
@@ -181,26 +202,62 @@ class SearchIndex:
         if len(q) > MAX_QUERY_CHARS:
             raise QueryError(f"query too long: {len(q)} characters (at most {MAX_QUERY_CHARS})")
         toks = tokenize(q)
-        return {"query": q, "used": [t for t in toks if t in self.vocab],
-                "unknown": [t for t in toks if t not in self.vocab]}
+        used, _ = self.side.explain(toks)
+        matched = self.lexical.known(toks) if self.lexical is not None else []
+        return {"query": q, "used": used, "matched": matched,
+                "unknown": [t for t in toks if t not in used and t not in matched]}
 
     def embed_query(self, query: str) -> Any:
-        """The (D,) embedding of a text query; :class:`QueryError` when no word of it is usable."""
+        """The (D,) embedding of a text query; :class:`QueryError` when the text tower can use no word of it."""
         import torch
 
         ex = self.explain_query(query)
-        if not ex["used"]:
-            raise QueryError(f"no word of {ex['query']!r} is known to this index (vocabulary of {len(self.vocab)} "
-                             "words from its captions and pseudo captions)")
-        ids = torch.as_tensor([[self.vocab.index[w] for w in ex["used"][: self.manifest["max_len"]]]])
+        ids = self.side.query(ex["query"]) if ex["used"] else None
+        if ids is None:
+            raise QueryError(f"no word of {ex['query']!r} is known to this index's text tower (vocabulary of "
+                             f"{len(self.vocab)} words from its captions and pseudo captions)")
         with self._lock, torch.no_grad():
             return self.model.embed_text(ids)[0].numpy()
 
-    def search_text(self, query: str, k: int = 10) -> list[Hit]:
-        """Top-``k`` images for a text query, best first."""
+    def search_text(self, query: str, k: int = 10, mode: str | None = None) -> list[Hit]:
+        """Top-``k`` images for a text query, best first.
+
+        ``mode``: ``None`` (the index's fusion of the dense and lexical
+        scores, :mod:`visem.search.lexical`), ``"dense"`` or ``"lexical"``.
+        A query the text tower cannot embed is answered by its word matches
+        alone; one neither side can use is a :class:`QueryError`.
+        """
+        from visem.features.tokenize import tokenize
+        from visem.search.lexical import hybrid_top
+
         k = self._check_k(k)
-        scores, ids = self.vectors.search(self.embed_query(query)[None, :], k)
-        return self._hits(scores[0], ids[0])
+        fusion = self._fusion_for(mode)
+        ex = self.explain_query(query)
+        lex = (self.lexical.scores(tokenize(ex["query"])) if self.lexical is not None and fusion["kind"] != "dense"
+               else None)
+        try:
+            qv = self.embed_query(query) if fusion["kind"] != "lexical" else None
+        except QueryError:
+            if lex is None or not lex.any():
+                raise QueryError(f"no word of {ex['query']!r} is known to this index (neither to its text tower nor "
+                                 "to the captions, tags and pseudo captions of its images)") from None
+            qv = None
+        if lex is None:
+            scores, ids = self.vectors.search(qv[None, :], k)
+            return self._hits(scores[0], ids[0])
+        if fusion["kind"] == "lexical" and not lex.any():
+            raise QueryError(f"no word of {ex['query']!r} is in the captions, tags or pseudo captions of the index")
+        scores, ids = hybrid_top(qv, lex, self.embeddings, self.vectors, fusion, k)
+        return self._hits(scores, ids)
+
+    def _fusion_for(self, mode: str | None) -> dict[str, Any]:
+        if mode in (None, "hybrid"):
+            return self.fusion
+        if mode in ("dense", "lexical"):
+            if mode == "lexical" and self.lexical is None:
+                raise QueryError("this index has no lexical side (built before visem kept one): rebuild it")
+            return {"kind": mode}
+        raise QueryError(f"mode must be hybrid, dense or lexical, got {mode!r}")
 
     def _encoder_get(self):
         from visem.features.image import EfficientNetLite0, Preprocess
@@ -266,14 +323,15 @@ class SearchIndex:
 
     # -- growing -----------------------------------------------------------------
     def _features_of(self, paths: list[Path], hashes: list[str], progress: bool = False):
-        pooled, grid = image_features(paths, hashes, self.manifest["regions"], self.manifest["crop"], progress)
+        pooled, grid = image_features(paths, hashes, self.manifest["regions"], self.manifest["crop"], progress,
+                                      self.manifest.get("image_encoder", "efficientnet-lite0"))
         import torch
 
         feats = torch.as_tensor(grid if self.manifest["regions"] else pooled)
         with self._lock:
             return embed_images(self.model, feats)
 
-    def add_images(self, images: str | Path, progress: bool = False) -> dict[str, Any]:
+    def add_images(self, images: str | Path, progress: bool = False, captions: str | Path | None = None) -> dict[str, Any]:
         """Embed the images of a folder into the index without retraining.
 
         Images whose content is already indexed are skipped (counted as
@@ -289,7 +347,7 @@ class SearchIndex:
         from visem.io import atomic_path, atomic_write_json
 
         folder = Path(images)
-        col = load_collection(folder, None)
+        col = load_collection(folder, Path(captions) if captions is not None else None)
         known = set(self._hashes)
         new = [i for i, h in enumerate(col.hashes) if h not in known]
         report: dict[str, Any] = {"folder": str(folder), "found": len(col.names), "added": len(new),
@@ -318,6 +376,9 @@ class SearchIndex:
         vectors.save(self.path / files["vectors"])
         old_files = dict(self.manifest["files"])
         manifest = dict(self.manifest, generation=gen, files=files, roots=roots, n_images=len(entries))
+        if self.lexical is not None:  # the new images' words join the lexical side (visem.search.lexical)
+            manifest["lexical"] = self._add_documents(col, new, gen)
+            old_files["lexical"] = self.manifest["lexical"]["file"]
         atomic_write_json(self.path / MANIFEST, manifest)  # the commit point
         for f in old_files.values():
             (self.path / f).unlink(missing_ok=True)
@@ -325,6 +386,24 @@ class SearchIndex:
         self._load(model=False)  # the model and vocabulary did not change
         report["n_images"] = self.n_images
         return report
+
+    def _add_documents(self, col: Any, new: list[int], gen: int) -> dict[str, Any]:
+        """Write generation ``gen``'s lexical file: the documents so far and the new images' (their captions and
+        tags from the caption file given to ``index add``, else their top ImageNet classes)."""
+        from visem.search.collection import pseudo_captions
+        from visem.search.lexical import image_documents, lexical_file, write_documents
+
+        enc = self.manifest.get("image_encoder", "efficientnet-lite0")
+        pooled, _ = image_features([col.paths[i] for i in new], [col.hashes[i] for i in new], False,
+                                   self.manifest["crop"], False, enc)
+        tags = [col.tags[i] for i in new]
+        pseudo, _ = pseudo_captions(tags, pooled, encoder=enc)
+        pos = {i: j for j, i in enumerate(new)}
+        caps = [(c, pos[i]) for c, i in zip(col.captions, col.caption_image.tolist()) if i in pos]
+        docs = image_documents(len(new), [c for c, _ in caps], [j for _, j in caps], tags, pseudo)
+        name = lexical_file(gen)
+        write_documents(self.path / name, list(self.lexical.documents) + docs)
+        return {**self.manifest["lexical"], "file": name}
 
     # -- evaluation ------------------------------------------------------------------
     def evaluate(self, captions: str | Path, images: str | Path | None = None) -> dict[str, Any]:
@@ -358,13 +437,29 @@ class SearchIndex:
         todo = [j for j, p in enumerate(in_index) if p is None]
         if todo:
             img[todo] = self._features_of([col.paths[used[j]] for j in todo], [col.hashes[used[j]] for j in todo])
-        ids = torch.from_numpy(self.vocab.encode_batch(col.captions, max_len=self.manifest["max_len"])[0])
         with self._lock:
-            txt = embed_texts(self.model, ids)
+            txt = embed_texts(self.model, self.side.ids(col.captions))
         train_pairs = {(self._hashes[i], c) for c, i in zip(self._captions, self._caption_image)}
         overlap = sum((col.hashes[i], c) in train_pairs for c, i in zip(col.captions, col.caption_image.tolist()))
-        metrics = retrieval_recall(torch.as_tensor(img), torch.as_tensor(txt),
-                                   torch.as_tensor(remap[col.caption_image]))
-        return {"n_images": int(len(used)), "n_captions": len(col.captions), "in_index": len(have),
-                "overlap": int(overlap), "skipped": col.skipped,
-                **{k: round(float(v), 4) for k, v in metrics.items()}}
+        t2i = remap[col.caption_image]
+        metrics = retrieval_recall(torch.as_tensor(img), torch.as_tensor(txt), torch.as_tensor(t2i))
+        out = {"n_images": int(len(used)), "n_captions": len(col.captions), "in_index": len(have),
+               "overlap": int(overlap), "skipped": col.skipped}
+        modes = {"dense": {k: round(float(v), 4) for k, v in metrics.items()}}
+        if self.lexical is not None:  # the lexical side and the index's fusion on the same gallery
+            from visem.features.tokenize import tokenize
+            from visem.search.lexical import evaluate_fusions, normalise
+
+            lex_all = normalise(self.lexical.matrix([tokenize(c) for c in col.captions]))
+            lex = np.zeros((len(col.captions), len(used)))  # images not in the index have no document
+            lex[:, have] = lex_all[:, [in_index[j] for j in have]]
+            dense = txt.astype(np.float64) @ img.astype(np.float64).T
+            rows = evaluate_fusions(dense, lex, t2i, [{"kind": "lexical"}, self.fusion])
+            modes["lexical"] = {k: v for k, v in rows[0].items() if k not in ("fusion", "label")}
+            modes["hybrid"] = {k: v for k, v in rows[1].items() if k not in ("fusion", "label")}
+            docs = self.lexical.documents
+            out["lexical_overlap"] = int(sum(in_index[j] is not None and c in docs[in_index[j]]
+                                             for c, j in zip(col.captions, t2i.tolist())))
+            out["fusion"] = rows[1]["label"]
+        main = modes.get("hybrid", modes["dense"])
+        return {**out, **main, "modes": modes}

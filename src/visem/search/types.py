@@ -76,6 +76,19 @@ class BuildOptions:
     exact_max: int = 50_000
     model: dict[str, Any] = field(default_factory=dict)
     progress: bool = False
+    # choosing towers and fusion (visem.search.choose; None = by validation when possible, else the defaults)
+    text_encoder: str | None = None
+    image_encoder: str = "efficientnet-lite0"
+    fusion: dict[str, Any] | None = None
+    choose: bool = True
+    regions: bool = False  # region features (the 7 x 7 grid) for a method that pools regions (A3VSE); else pooled
+
+    def check(self) -> "BuildOptions":
+        """``self``, or ``ValueError`` naming the first option out of range (visem.search.options)."""
+        from visem.search.options import check_build_options
+
+        check_build_options(self)
+        return self
 
 
 @dataclass
@@ -94,6 +107,8 @@ class BuildReport:
     ann: dict[str, Any]
     steps: int
     seconds: float
+    choice: dict[str, Any] = field(default_factory=dict)  # how the towers, method and fusion were chosen
+    notes: list[str] = field(default_factory=list)  # what the build repaired or kept (damaged files, empty captions)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
