@@ -50,9 +50,7 @@ def test_each_caption_finds_its_own_image_first(index, tiny_items):
         assert hits[0].caption == cap and hits[0].score >= hits[1].score >= hits[2].score
 
 
-def test_search_results_match_brute_force(index):
-    from test_lexical import naive_bm25
-
+def test_search_results_match_brute_force(index, naive_bm25):
     from visem.features.tokenize import tokenize
 
     q = index.embed_query("a green circle")

@@ -320,6 +320,7 @@ def load_captions(
         p = p if p.is_absolute() else root / p
         name = rel_name(p)
         if confine and not p.resolve().is_relative_to(root_res):
+            status[name] = "outside_folder"
             report.add("outside_folder", f"{str(img_field).strip()} resolves outside the image folder {root_res} "
                        "(absolute path or symlink): refused", line, str(ann))
             continue

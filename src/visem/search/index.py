@@ -123,6 +123,27 @@ class SearchIndex:
                 raise IndexFileError(f"{self.path}: {self.n_images} images but {len(docs)} lexical documents")
             self.lexical, self.fusion = LexicalIndex(docs), dict(lex["fusion"])
 
+    def reloaded(self) -> "SearchIndex":
+        """``self``, or a new :class:`SearchIndex` over the same model when ``index add`` wrote a new generation.
+
+        What a long-running reader (``visem serve``) calls to pick up
+        additions: it compares the manifest's generation (one small read)
+        and, when it changed, opens the new generation's files sharing this
+        one's model, text side and lock; ``self`` is left untouched, so
+        queries already running finish on the old generation.
+        """
+        try:
+            manifest = read_manifest(self.path)
+        except IndexFileError:
+            return self
+        if manifest.get("generation") == self.manifest.get("generation"):
+            return self
+        new = object.__new__(SearchIndex)
+        new.path, new.manifest, new._lock, new._encoder = self.path, manifest, self._lock, self._encoder
+        new.model, new.vocab, new.side = self.model, self.vocab, self.side
+        new._load(model=False)
+        return new
+
     # -- facts ------------------------------------------------------------------
     @property
     def n_images(self) -> int:
@@ -139,7 +160,9 @@ class SearchIndex:
                 "roots": [str(r) for r in self.roots], "created": m["created"], "vocab_size": len(self.vocab),
                 "ann": {"kind": self.vectors.kind, "n": self.vectors.ntotal, "nprobe": self.vectors.nprobe,
                         "recall_at_10_at_build": m["report"]["ann"].get("recall_at_10")},
-                "report": m["report"]}
+                "text_encoder": m.get("text_encoder", "gru"), "image_encoder": m.get("image_encoder",
+                                                                                      "efficientnet-lite0"),
+                "fusion": self.fusion, "report": m["report"]}
 
     def name(self, image_id: int) -> str:
         return self._names[self._check_id(image_id)]
@@ -260,42 +283,33 @@ class SearchIndex:
         raise QueryError(f"mode must be hybrid, dense or lexical, got {mode!r}")
 
     def _encoder_get(self):
-        from visem.features.image import EfficientNetLite0, Preprocess
+        from visem.features.image import VARIANTS, EfficientNetLite0, Preprocess
 
         if self._encoder is None:
-            self._encoder = EfficientNetLite0(Preprocess(crop=self.manifest["crop"]))
+            variant = self.manifest.get("image_encoder", "efficientnet-lite0")
+            self._encoder = EfficientNetLite0(Preprocess(crop=self.manifest["crop"], image_size=VARIANTS[variant]),
+                                              variant=variant)
         return self._encoder
 
     def embed_image_file(self, image: Any) -> Any:
-        """The (D,) embedding of an image: a path, the bytes of an image file, or a PIL image."""
-        import io
+        """The (D,) embedding of an image: a path, the bytes of an image file, or a PIL image.
 
+        The pixel count is checked before decoding (:mod:`visem.search.upload`);
+        the CNN runs outside the index's lock (only the small embedding head
+        takes it), so text queries are not held up by image queries.
+        """
         import numpy as np
         import torch
-        from PIL import Image, UnidentifiedImageError
 
-        try:
-            if isinstance(image, (bytes, bytearray)):
-                with Image.open(io.BytesIO(image)) as im:
-                    im.load()
-                    pil = im.copy()
-            elif isinstance(image, (str, Path)):
-                with Image.open(image) as im:
-                    im.load()
-                    pil = im.copy()
-            elif isinstance(image, Image.Image):
-                pil = image
-            else:
-                raise QueryError(f"an image query must be a path, bytes or a PIL image, not {type(image).__name__}")
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-            name = image if isinstance(image, (str, Path)) else "the uploaded file"
-            raise QueryError(f"{name}: not a readable image ({type(exc).__name__})") from None
+        from visem.features.image import VARIANTS
+        from visem.search.upload import open_query_image
+
+        pil = open_query_image(image, target=VARIANTS[self.manifest.get("image_encoder", "efficientnet-lite0")])
         enc = self._encoder_get()
-        with self._lock:
-            grid = enc.encode(enc.preprocess(pil)[None])  # (1, R, 1280)
-            x = torch.as_tensor(grid if self.manifest["regions"] else grid.mean(axis=1))
-            with torch.no_grad():
-                return self.model.embed_image(x.float())[0].numpy().astype(np.float32)
+        grid = enc.encode(enc.preprocess(pil)[None])  # (1, R, 1280), outside the lock
+        x = torch.as_tensor(grid if self.manifest["regions"] else grid.mean(axis=1))
+        with self._lock, torch.no_grad():
+            return self.model.embed_image(x.float())[0].numpy().astype(np.float32)
 
     def _similar(self, vec: Any, k: int, exclude: int | None = None) -> SimilarResult:
         import numpy as np
