@@ -116,7 +116,7 @@ def test_type_a_caption_see_its_image_first_then_similar(site, browser):
     assert first.get_attribute("data-id") == str(site["ids"]["red_circle.png"])
     assert first.find_element(By.CSS_SELECTOR, ".caption").text == "a red circle"
     score = float(first.find_element(By.CSS_SELECTOR, ".score").text)
-    assert -1.0 <= score <= 1.0
+    assert score == pytest.approx(site["index"].search_text("a red circle", k=12)[0].score, abs=1e-3)  # fused
     assert len(d.find_elements(By.CSS_SELECTOR, "#results .result")) == 12  # k defaults to 12 on the page
     assert "q=a+red+circle" in d.current_url
 

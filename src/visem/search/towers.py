@@ -109,11 +109,11 @@ class TextSide:
 
     def query(self, text: str):
         """``(1, L)`` ids of one query, or ``None`` when the tower knows none of its words."""
-        used, _ = self.explain(tokenize(text))
+        used, unknown = self.explain(tokenize(text))
         if not used:
             return None
-        if self.encoder == "minilm":
-            return self.ids([text])
+        if self.encoder == "minilm":  # ignored words are left out, as with the word vocabulary
+            return self.ids([" ".join(used) if unknown else text])
         import torch
 
         return torch.as_tensor([[self.vocab.index[w] for w in used[: self.max_len]]])
