@@ -106,3 +106,33 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def image_to_image(index_dir: str | Path, query_style: str = "twitter", gallery_style: str = "google",
+                   progress: bool = False) -> dict[str, float]:
+    """Image-to-image R@1/R@10 across emoji styles: each ``query_style`` image ranks the ``gallery_style``
+    images; a hit is an image of the same concept. Spaces: the raw EfficientNet pooled features (cosine), the
+    index's learned image embedding, and their fusion (sum of the two cosines)."""
+    import torch
+
+    from visem.data import load
+    from visem.features.image import extract_image_features
+    from visem.search import SearchIndex
+    from visem.search.embedding import embed_images
+
+    idx = SearchIndex.open(index_dir)
+    out: dict[str, float] = {}
+    tables = {s: load("emoji").style(s).table for s in (query_style, gallery_style)}
+    feats = {s: extract_image_features(t["image"].tolist(), "pooled", progress=progress) for s, t in tables.items()}
+    concepts = {s: t["concept"].to_numpy() for s, t in tables.items()}
+    q_raw, g_raw = (torch.nn.functional.normalize(torch.as_tensor(feats[s]), dim=-1) for s in (query_style,
+                                                                                                gallery_style))
+    q_l, g_l = (torch.as_tensor(embed_images(idx.model, torch.as_tensor(feats[s]))) for s in (query_style,
+                                                                                              gallery_style))
+    rel = torch.as_tensor(concepts[query_style][:, None] == concepts[gallery_style][None, :])
+    for name, s in (("raw", q_raw @ g_raw.T), ("learned", q_l @ g_l.T), ("fused", q_raw @ g_raw.T + q_l @ g_l.T)):
+        top = s.topk(10, dim=1).indices
+        hit = rel.gather(1, top)
+        out[f"{name}_r1"] = round(100.0 * float(hit[:, 0].float().mean()), 2)
+        out[f"{name}_r10"] = round(100.0 * float(hit.any(1).float().mean()), 2)
+    return out
