@@ -101,16 +101,19 @@ def test_gru_tower_ignores_and_lists_words_outside_its_vocabulary(tiny_collectio
 def test_image_queries(index, tiny_collection):
     folder, _ = tiny_collection
     res = index.search_image(folder / "red_circle.png", k=3)
-    assert res.images[0].name == "red_circle.png" and res.images[0].score == pytest.approx(1.0, abs=1e-4)
+    # the index ranks images by learned + raw cosine (visem.search.image_space): the image itself scores 2
+    assert res.images[0].name == "red_circle.png" and res.images[0].score == pytest.approx(2.0, abs=1e-3)
     assert len(res.captions) == 3 and res.captions[0].caption in index._captions
     same = index.search_image((folder / "red_circle.png").read_bytes(), k=3)
     assert [h.id for h in same.images] == [h.id for h in res.images]
     i = index._names.index("blue_square.png")
     sim = index.similar(i, k=4)
     assert i not in [h.id for h in sim.images] and len(sim.images) == 4
-    brute = index.embeddings @ index.embeddings[i]
+    raw = np.asarray(index.raw, dtype=np.float32)
+    brute = index.embeddings @ index.embeddings[i] + raw @ raw[i]
     brute[i] = -np.inf
     assert [h.id for h in sim.images] == np.argsort(-brute, kind="stable")[:4].tolist()
+    np.testing.assert_allclose([h.score for h in sim.images], np.sort(brute)[::-1][:4], atol=1e-3)
     with pytest.raises(QueryError, match="not a readable image"):
         index.search_image(b"definitely not an image")
     with pytest.raises(KeyError):
@@ -158,7 +161,8 @@ def test_add_images_then_search_them(tiny_index, tiny_collection, tmp_path, draw
     assert not (idx_dir / "embeddings.0.npy").exists() and (idx_dir / "embeddings.1.npy").exists()
     reopened = SearchIndex.open(idx_dir)
     hit = reopened.search_image(new / "tiny_square.png", k=1).images[0]
-    assert hit.name == "tiny_square.png" and hit.score == pytest.approx(1.0, abs=1e-4)
+    assert hit.name == "tiny_square.png" and hit.score == pytest.approx(2.0, abs=1e-3)
+    assert reopened.raw.shape == (14, 1280)  # the added images' raw features joined the image-to-image side
     assert reopened.image_file(hit.id) == (new / "tiny_square.png").resolve()
     assert idx.add_images(new)["added"] == 0  # idempotent
 

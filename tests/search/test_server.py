@@ -180,7 +180,7 @@ def test_search_by_uploaded_image(client, tiny):
     body = r.json()
     assert body["query_id"] is None
     assert body["images"][0]["name"] == "blue_triangle.png"  # the same picture is its own nearest
-    assert body["images"][0]["score"] == pytest.approx(1.0, abs=1e-3)
+    assert body["images"][0]["score"] == pytest.approx(2.0, abs=1e-3)  # learned + raw cosine
     assert len(body["images"]) == 3 and len(body["captions"]) == 3
 
 

@@ -145,15 +145,16 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 def print_heldout(res: dict, indent: str = "") -> None:
     """R@K both ways of each side measured by :meth:`SearchIndex.evaluate` (the index's fusion first)."""
-    print(f"{indent}                        R@1    R@5   R@10   medR    rsum")
     names = {"hybrid": f"fused ({res.get('fusion', '')})", "dense": "dense only", "lexical": "words only (BM25)"}
+    w = max(len(n) for n in names.values())
+    print(f"{indent}{'':<{w}} {'':<11}   R@1    R@5   R@10   medR    rsum")
     for mode in ("hybrid", "dense", "lexical"):
         m = res["modes"].get(mode)
         if m is None:
             continue
         for d, label in (("i2t", "image->text"), ("t2i", "text->image")):
-            head = f"{names[mode]:<18}" if d == "i2t" else ""
-            print(f"{indent}{head:<18} {label:<11} {m[d + '_r1']:5.1f}  {m[d + '_r5']:5.1f}  {m[d + '_r10']:5.1f}  "
+            head = names[mode] if d == "i2t" else ""
+            print(f"{indent}{head:<{w}} {label:<11} {m[d + '_r1']:5.1f}  {m[d + '_r5']:5.1f}  {m[d + '_r10']:5.1f}  "
                   f"{m[d + '_medr']:5.1f}" + (f"  {m['rsum']:6.1f}" if d == "t2i" else ""))
 
 

@@ -147,6 +147,10 @@ def build_index(images: str | Path, captions: str | Path | None, out: str | Path
 
     write_documents(partial / lexical_file(gen), image_documents(n_own, col.captions, col.caption_image, col.tags,
                                                                  pseudo))
+    # image-to-image side (visem.search.image_space): the raw pooled features beside the learned embedding
+    from visem.search.image_space import DEFAULT_IMAGE_SPACE, raw_file, unit_float16
+
+    np.save(partial / raw_file(gen), unit_float16(pooled))
     report = BuildReport(method=method, reason=reason, n_images=n_own, n_captioned=n_captioned,
                          n_captions=len(col.captions), n_pseudo=int(len(uncaptioned)), pseudo_source=pseudo_note,
                          skipped=col.skipped, problems=col.problems, ann=ann_report, steps=steps,
@@ -162,6 +166,7 @@ def build_index(images: str | Path, captions: str | Path | None, out: str | Path
         "n_images": n_own, "n_captions": len(col.captions), "options": asdict(options),
         "source": str(Path(source).resolve()) if source is not None else None, "report": report.to_dict(),
         "lexical": {"file": lexical_file(gen), "fusion": chosen.fusion},  # visem.search.lexical
+        "image_space": {"kind": DEFAULT_IMAGE_SPACE, "file": raw_file(gen)},  # visem.search.image_space
         "text_encoder": chosen.choice["text_encoder"], "image_encoder": enc,
     }
     shutil.rmtree(partial / "train", ignore_errors=True)

@@ -62,6 +62,7 @@ class _Data:
     pseudo: list[str]
     src: dict[str, Any] | None
     n_own: int
+    states: dict[str, Any] = field(default_factory=dict)  # frozen MiniLM states, shared by the fits
 
 
 def _fit(method: str, encoder: str, captions: list[str], caption_image: np.ndarray, d: _Data, options: Any,
@@ -84,7 +85,7 @@ def _fit(method: str, encoder: str, captions: list[str], caption_image: np.ndarr
     params = {"embed_dim": options.embed_dim, **(AUTO_MODEL_DEFAULTS.get(method, {}) if not options.method else {}),
               **options.model, "text_encoder": encoder}
     side = TextSide.from_texts(encoder, list(captions) + src_caps + d.pseudo,
-                               finetune=float(params.get("text_lr", 0.0)) > 0)
+                               finetune=float(params.get("text_lr", 0.0)) > 0, states=d.states)
     all_caps = list(captions) + src_caps
     cap_img = (np.concatenate([caption_image, d.src["caption_image"] + d.n_own]) if d.src
                else np.asarray(caption_image, dtype=np.int64))

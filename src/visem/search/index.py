@@ -105,11 +105,24 @@ class SearchIndex:
 
     def _load_text_side(self, model: bool) -> None:
         """The query encoder of the text tower, and the lexical index with its fusion (none in older indexes)."""
+        import numpy as np
+
         from visem.search.lexical import LexicalIndex, read_documents
         from visem.search.towers import TextSide, text_encoder_of
 
         if model:
             self.side = TextSide(text_encoder_of(self.model), self.vocab, int(self.manifest["max_len"]))
+        space = self.manifest.get("image_space")  # visem.search.image_space: raw features beside the learned ones
+        self.raw = None
+        if space and space.get("kind") == "fused":
+            try:
+                self.raw = np.load(self._file(space["file"]), mmap_mode="r")
+            except IndexFileError:
+                raise
+            except (OSError, ValueError) as exc:
+                raise IndexFileError(f"{self.path}: damaged raw feature file ({exc})") from None
+            if len(self.raw) != self.n_images:
+                raise IndexFileError(f"{self.path}: {self.n_images} images but {len(self.raw)} raw feature rows")
         lex = self.manifest.get("lexical")
         self.lexical, self.fusion = None, {"kind": "dense"}
         if lex:
@@ -304,20 +317,36 @@ class SearchIndex:
         from visem.features.image import VARIANTS
         from visem.search.upload import open_query_image
 
+        return self._embed_image_both(image)[0]
+
+    def _embed_image_both(self, image: Any) -> tuple[Any, Any]:
+        """``(learned (D,), raw pooled (F,))`` embeddings of a query image."""
+        import numpy as np
+        import torch
+
+        from visem.features.image import VARIANTS
+        from visem.search.upload import open_query_image
+
         pil = open_query_image(image, target=VARIANTS[self.manifest.get("image_encoder", "efficientnet-lite0")])
         enc = self._encoder_get()
         grid = enc.encode(enc.preprocess(pil)[None])  # (1, R, 1280), outside the lock
         x = torch.as_tensor(grid if self.manifest["regions"] else grid.mean(axis=1))
         with self._lock, torch.no_grad():
-            return self.model.embed_image(x.float())[0].numpy().astype(np.float32)
+            return self.model.embed_image(x.float())[0].numpy().astype(np.float32), grid.mean(axis=1)[0]
 
-    def _similar(self, vec: Any, k: int, exclude: int | None = None) -> SimilarResult:
+    def _similar(self, vec: Any, k: int, exclude: int | None = None, raw: Any = None) -> SimilarResult:
         import numpy as np
 
         k = self._check_k(k)
-        scores, ids = self.vectors.search(vec[None, :], min(self.n_images, k + (exclude is not None)))
-        keep = ids[0] != (exclude if exclude is not None else -1)
-        images = self._hits(scores[0][keep][:k], ids[0][keep][:k])
+        if raw is not None and self.raw is not None:  # learned + raw cosine (visem.search.image_space)
+            from visem.search.image_space import fused_top
+
+            s_img, i_img = fused_top(vec, raw, self.embeddings, self.raw, self.vectors, k, exclude)
+            images = self._hits(s_img, i_img)
+        else:
+            scores, ids = self.vectors.search(vec[None, :], min(self.n_images, k + (exclude is not None)))
+            keep = ids[0] != (exclude if exclude is not None else -1)
+            images = self._hits(scores[0][keep][:k], ids[0][keep][:k])
         caps: list[CaptionHit] = []
         if len(self._captions):
             s = self.caption_embeddings @ vec
@@ -328,12 +357,13 @@ class SearchIndex:
     def search_image(self, image: Any, k: int = 10) -> SimilarResult:
         """Images similar to a query image, and the indexed captions that match it."""
         k = self._check_k(k)
-        return self._similar(self.embed_image_file(image), k)
+        vec, raw = self._embed_image_both(image)
+        return self._similar(vec, k, raw=raw)
 
     def similar(self, image_id: int, k: int = 10) -> SimilarResult:
         """An indexed image as the query: the other images nearest to it, and matching captions."""
         i = self._check_id(image_id)
-        return self._similar(self.embeddings[i], k, exclude=i)
+        return self._similar(self.embeddings[i], k, exclude=i, raw=self.raw[i] if self.raw is not None else None)
 
     # -- growing -----------------------------------------------------------------
     def _features_of(self, paths: list[Path], hashes: list[str], progress: bool = False):
@@ -393,6 +423,9 @@ class SearchIndex:
         if self.lexical is not None:  # the new images' words join the lexical side (visem.search.lexical)
             manifest["lexical"] = self._add_documents(col, new, gen)
             old_files["lexical"] = self.manifest["lexical"]["file"]
+        if self.raw is not None:  # and their raw features the image-to-image side (visem.search.image_space)
+            manifest["image_space"] = self._add_raw(col, new, gen)
+            old_files["image_space"] = self.manifest["image_space"]["file"]
         atomic_write_json(self.path / MANIFEST, manifest)  # the commit point
         for f in old_files.values():
             (self.path / f).unlink(missing_ok=True)
@@ -400,6 +433,21 @@ class SearchIndex:
         self._load(model=False)  # the model and vocabulary did not change
         report["n_images"] = self.n_images
         return report
+
+    def _add_raw(self, col: Any, new: list[int], gen: int) -> dict[str, Any]:
+        """Write generation ``gen``'s raw features: the ones so far and the new images' (from the feature cache)."""
+        import numpy as np
+
+        from visem.io import atomic_path
+        from visem.search.image_space import raw_file, unit_float16
+
+        pooled, _ = image_features([col.paths[i] for i in new], [col.hashes[i] for i in new], False,
+                                   self.manifest["crop"], False, self.manifest.get("image_encoder", "efficientnet-lite0"))
+        name = raw_file(gen)
+        with atomic_path(self.path / name) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, np.concatenate([np.asarray(self.raw), unit_float16(pooled)]))
+        return {**self.manifest["image_space"], "file": name}
 
     def _add_documents(self, col: Any, new: list[int], gen: int) -> dict[str, Any]:
         """Write generation ``gen``'s lexical file: the documents so far and the new images' (their captions and

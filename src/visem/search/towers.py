@@ -30,19 +30,21 @@ def text_encoder_of(model: Any) -> str:
 class TextSide:
     """Captions -> model input for one text tower; ``vocab`` is the training texts' word vocabulary either way."""
 
-    def __init__(self, encoder: str, vocab: Vocabulary, max_len: int = MAX_LEN, finetune: bool = False) -> None:
+    def __init__(self, encoder: str, vocab: Vocabulary, max_len: int = MAX_LEN, finetune: bool = False,
+                 states: dict[str, Any] | None = None) -> None:
         if encoder not in ("gru", "minilm"):
             raise ValueError(f"text encoder must be gru or minilm, got {encoder!r}")
         self.encoder = encoder
         self.vocab = vocab
         self.max_len = max_len
         self.finetune = finetune
-        self._states: dict[str, Any] = {}
+        self._states: dict[str, Any] = states if states is not None else {}  # text -> frozen MiniLM states
 
     @classmethod
     def from_texts(cls, encoder: str, train_texts: Sequence[str], max_len: int = MAX_LEN,
-                   finetune: bool = False) -> "TextSide":
-        return cls(encoder, TextTable(list(train_texts), max_len=max_len).vocab, max_len, finetune)
+                   finetune: bool = False, states: dict[str, Any] | None = None) -> "TextSide":
+        """``states``: a dict shared by several sides (the build's fits), so each text runs through MiniLM once."""
+        return cls(encoder, TextTable(list(train_texts), max_len=max_len).vocab, max_len, finetune, states)
 
     @property
     def vocab_size(self) -> int:
