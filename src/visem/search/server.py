@@ -464,13 +464,21 @@ def create_app(index: SearchIndex, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
 
     @app.get("/api/map", response_model=MapResponse, responses=_ERRORS, tags=["index"])
     def api_map(n: int = Query(300, ge=1, le=5000, description="images in the map (a seeded sample)")) -> MapResponse:
-        """A 2-D map of a sample of the images and captions (UMAP, else t-SNE; PCA for tiny indexes)."""
-        from visem.search.map import index_map
+        """A 2-D map of a sample of the images and captions (t-SNE; PCA for tiny indexes).
+
+        t-SNE rather than UMAP here: UMAP's first call in a process compiles its
+        kernels (numba), which took minutes on the 2-core machine, too long for a
+        page; ``visem index map`` uses UMAP when installed.
+        """
+        from visem.search.map import MIN_NEIGHBOUR_POINTS, index_map
 
         index = current.get()
         key = (id(index), n)
         if key not in current.maps:  # computed once per generation and size
-            current.maps[key] = index_map(index, n_images=n, n_captions=max(1, n // 4))
+            n_caps = max(1, n // 4)
+            total = min(n, index.n_images) + min(n_caps, len(index._captions))
+            method = "pca" if total < MIN_NEIGHBOUR_POINTS else "tsne"
+            current.maps[key] = index_map(index, n_images=n, n_captions=n_caps, method=method)
         return MapResponse(**current.maps[key])
 
     @app.get("/", include_in_schema=False)
