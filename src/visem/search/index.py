@@ -104,58 +104,16 @@ class SearchIndex:
         self._load_text_side(model)  # visem.search.towers / visem.search.lexical
 
     def _load_text_side(self, model: bool) -> None:
-        """The query encoder of the text tower, and the lexical index with its fusion (none in older indexes)."""
-        import numpy as np
+        """The text tower's query side, the lexical index and fusion, the raw image features (visem.search.sides)."""
+        from visem.search.sides import load_sides
 
-        from visem.search.lexical import LexicalIndex, read_documents
-        from visem.search.towers import TextSide, text_encoder_of
-
-        if model:
-            self.side = TextSide(text_encoder_of(self.model), self.vocab, int(self.manifest["max_len"]))
-        space = self.manifest.get("image_space")  # visem.search.image_space: raw features beside the learned ones
-        self.raw = None
-        if space and space.get("kind") == "fused":
-            try:
-                self.raw = np.load(self._file(space["file"]), mmap_mode="r")
-            except IndexFileError:
-                raise
-            except (OSError, ValueError) as exc:
-                raise IndexFileError(f"{self.path}: damaged raw feature file ({exc})") from None
-            if len(self.raw) != self.n_images:
-                raise IndexFileError(f"{self.path}: {self.n_images} images but {len(self.raw)} raw feature rows")
-        lex = self.manifest.get("lexical")
-        self.lexical, self.fusion = None, {"kind": "dense"}
-        if lex:
-            try:
-                docs = read_documents(self._file(lex["file"]))
-            except IndexFileError:
-                raise
-            except (OSError, ValueError) as exc:
-                raise IndexFileError(f"{self.path}: damaged lexical file ({exc})") from None
-            if len(docs) != self.n_images:
-                raise IndexFileError(f"{self.path}: {self.n_images} images but {len(docs)} lexical documents")
-            self.lexical, self.fusion = LexicalIndex(docs), dict(lex["fusion"])
+        load_sides(self, model)
 
     def reloaded(self) -> "SearchIndex":
-        """``self``, or a new :class:`SearchIndex` over the same model when ``index add`` wrote a new generation.
+        """``self``, or the index's next generation (written by ``index add``) sharing this one's model."""
+        from visem.search.sides import reloaded
 
-        What a long-running reader (``visem serve``) calls to pick up
-        additions: it compares the manifest's generation (one small read)
-        and, when it changed, opens the new generation's files sharing this
-        one's model, text side and lock; ``self`` is left untouched, so
-        queries already running finish on the old generation.
-        """
-        try:
-            manifest = read_manifest(self.path)
-        except IndexFileError:
-            return self
-        if manifest.get("generation") == self.manifest.get("generation"):
-            return self
-        new = object.__new__(SearchIndex)
-        new.path, new.manifest, new._lock, new._encoder = self.path, manifest, self._lock, self._encoder
-        new.model, new.vocab, new.side = self.model, self.vocab, self.side
-        new._load(model=False)
-        return new
+        return reloaded(self)
 
     # -- facts ------------------------------------------------------------------
     @property
@@ -263,37 +221,10 @@ class SearchIndex:
         A query the text tower cannot embed is answered by its word matches
         alone; one neither side can use is a :class:`QueryError`.
         """
-        from visem.features.tokenize import tokenize
-        from visem.search.lexical import hybrid_top
+        from visem.search.sides import search_text
 
-        k = self._check_k(k)
-        fusion = self._fusion_for(mode)
-        ex = self.explain_query(query)
-        lex = (self.lexical.scores(tokenize(ex["query"])) if self.lexical is not None and fusion["kind"] != "dense"
-               else None)
-        try:
-            qv = self.embed_query(query) if fusion["kind"] != "lexical" else None
-        except QueryError:
-            if lex is None or not lex.any():
-                raise QueryError(f"no word of {ex['query']!r} is known to this index (neither to its text tower nor "
-                                 "to the captions, tags and pseudo captions of its images)") from None
-            qv = None
-        if lex is None:
-            scores, ids = self.vectors.search(qv[None, :], k)
-            return self._hits(scores[0], ids[0])
-        if fusion["kind"] == "lexical" and not lex.any():
-            raise QueryError(f"no word of {ex['query']!r} is in the captions, tags or pseudo captions of the index")
-        scores, ids = hybrid_top(qv, lex, self.embeddings, self.vectors, fusion, k)
+        scores, ids = search_text(self, query, self._check_k(k), mode)
         return self._hits(scores, ids)
-
-    def _fusion_for(self, mode: str | None) -> dict[str, Any]:
-        if mode in (None, "hybrid"):
-            return self.fusion
-        if mode in ("dense", "lexical"):
-            if mode == "lexical" and self.lexical is None:
-                raise QueryError("this index has no lexical side (built before visem kept one): rebuild it")
-            return {"kind": mode}
-        raise QueryError(f"mode must be hybrid, dense or lexical, got {mode!r}")
 
     def _encoder_get(self):
         from visem.features.image import VARIANTS, EfficientNetLite0, Preprocess
@@ -420,12 +351,9 @@ class SearchIndex:
         vectors.save(self.path / files["vectors"])
         old_files = dict(self.manifest["files"])
         manifest = dict(self.manifest, generation=gen, files=files, roots=roots, n_images=len(entries))
-        if self.lexical is not None:  # the new images' words join the lexical side (visem.search.lexical)
-            manifest["lexical"] = self._add_documents(col, new, gen)
-            old_files["lexical"] = self.manifest["lexical"]["file"]
-        if self.raw is not None:  # and their raw features the image-to-image side (visem.search.image_space)
-            manifest["image_space"] = self._add_raw(col, new, gen)
-            old_files["image_space"] = self.manifest["image_space"]["file"]
+        from visem.search.sides import add_sides  # the new images' words and raw features (visem.search.sides)
+
+        old_files.update(add_sides(self, manifest, col, new, gen))
         atomic_write_json(self.path / MANIFEST, manifest)  # the commit point
         for f in old_files.values():
             (self.path / f).unlink(missing_ok=True)
@@ -433,39 +361,6 @@ class SearchIndex:
         self._load(model=False)  # the model and vocabulary did not change
         report["n_images"] = self.n_images
         return report
-
-    def _add_raw(self, col: Any, new: list[int], gen: int) -> dict[str, Any]:
-        """Write generation ``gen``'s raw features: the ones so far and the new images' (from the feature cache)."""
-        import numpy as np
-
-        from visem.io import atomic_path
-        from visem.search.image_space import raw_file, unit_float16
-
-        pooled, _ = image_features([col.paths[i] for i in new], [col.hashes[i] for i in new], False,
-                                   self.manifest["crop"], False, self.manifest.get("image_encoder", "efficientnet-lite0"))
-        name = raw_file(gen)
-        with atomic_path(self.path / name) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, np.concatenate([np.asarray(self.raw), unit_float16(pooled)]))
-        return {**self.manifest["image_space"], "file": name}
-
-    def _add_documents(self, col: Any, new: list[int], gen: int) -> dict[str, Any]:
-        """Write generation ``gen``'s lexical file: the documents so far and the new images' (their captions and
-        tags from the caption file given to ``index add``, else their top ImageNet classes)."""
-        from visem.search.collection import pseudo_captions
-        from visem.search.lexical import image_documents, lexical_file, write_documents
-
-        enc = self.manifest.get("image_encoder", "efficientnet-lite0")
-        pooled, _ = image_features([col.paths[i] for i in new], [col.hashes[i] for i in new], False,
-                                   self.manifest["crop"], False, enc)
-        tags = [col.tags[i] for i in new]
-        pseudo, _ = pseudo_captions(tags, pooled, encoder=enc)
-        pos = {i: j for j, i in enumerate(new)}
-        caps = [(c, pos[i]) for c, i in zip(col.captions, col.caption_image.tolist()) if i in pos]
-        docs = image_documents(len(new), [c for c, _ in caps], [j for _, j in caps], tags, pseudo)
-        name = lexical_file(gen)
-        write_documents(self.path / name, list(self.lexical.documents) + docs)
-        return {**self.manifest["lexical"], "file": name}
 
     # -- evaluation ------------------------------------------------------------------
     def evaluate(self, captions: str | Path, images: str | Path | None = None) -> dict[str, Any]:
@@ -509,19 +404,8 @@ class SearchIndex:
                "overlap": int(overlap), "skipped": col.skipped}
         modes = {"dense": {k: round(float(v), 4) for k, v in metrics.items()}}
         if self.lexical is not None:  # the lexical side and the index's fusion on the same gallery
-            from visem.features.tokenize import tokenize
-            from visem.search.lexical import evaluate_fusions, normalise
+            from visem.search.sides import held_out_modes
 
-            lex_all = normalise(self.lexical.matrix([tokenize(c) for c in col.captions]))
-            lex = np.zeros((len(col.captions), len(used)))  # images not in the index have no document
-            lex[:, have] = lex_all[:, [in_index[j] for j in have]]
-            dense = txt.astype(np.float64) @ img.astype(np.float64).T
-            rows = evaluate_fusions(dense, lex, t2i, [{"kind": "lexical"}, self.fusion])
-            modes["lexical"] = {k: v for k, v in rows[0].items() if k not in ("fusion", "label")}
-            modes["hybrid"] = {k: v for k, v in rows[1].items() if k not in ("fusion", "label")}
-            docs = self.lexical.documents
-            out["lexical_overlap"] = int(sum(in_index[j] is not None and c in docs[in_index[j]]
-                                             for c, j in zip(col.captions, t2i.tolist())))
-            out["fusion"] = rows[1]["label"]
+            out.update(held_out_modes(self, col.captions, t2i, txt, img, in_index, have, modes))
         main = modes.get("hybrid", modes["dense"])
         return {**out, **main, "modes": modes}

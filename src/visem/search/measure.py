@@ -31,14 +31,17 @@ import numpy as np
 ENCODERS = ("gru", "minilm")
 
 
-def one(out: Path, style: str, seed: int, encoder: str, steps: int | None) -> dict[str, Any]:
+def one(out: Path, style: str, seed: int, encoder: str, steps: int | None,
+        image_encoder: str = "efficientnet-lite0") -> dict[str, Any]:
     from visem.search.demo import run_demo
 
     t0 = time.perf_counter()
-    res = run_demo(out, seed=seed, steps=steps, progress=False, style=style, options={"text_encoder": encoder})
+    res = run_demo(out, seed=seed, steps=steps, progress=False, style=style,
+                   options={"text_encoder": encoder, "image_encoder": image_encoder})
     choice = res["report"]["choice"]
     val = max(choice["candidates"], key=lambda r: r["fused_rsum"]) if choice["candidates"] else {}
-    return {"style": style, "seed": seed, "encoder": encoder, "method": res["report"]["method"],
+    return {"style": style, "seed": seed, "encoder": encoder, "image_encoder": image_encoder,
+            "method": res["report"]["method"],
             "fusion": choice["fusion"], "validation_fused_rsum": val.get("fused_rsum"),
             "validation_dense_rsum": val.get("dense_rsum"), "modes": res["heldout"]["modes"],
             "n_heldout_images": res["heldout"]["n_images"], "n_heldout_captions": res["heldout"]["n_captions"],
@@ -52,6 +55,12 @@ def table(rows: list[dict[str, Any]]) -> str:
         return f"{xs.mean():.1f} ± {xs.std(ddof=1) if len(xs) > 1 else 0.0:.1f}"
 
     lines = ["| collection | row | held-out rsum (mean ± std) | seeds |", "|---|---|---|---|"]
+    other = [r for r in rows if r.get("image_encoder", "efficientnet-lite0") != "efficientnet-lite0"]
+    rows = [r for r in rows if r.get("image_encoder", "efficientnet-lite0") == "efficientnet-lite0"]
+    for r in other:
+        lines.append(f"| {r['style']} | {r['image_encoder']}, {r['encoder']}, seed {r['seed']}: dense / BM25 / "
+                     f"hybrid | {r['modes']['dense']['rsum']:.1f} / {r['modes']['lexical']['rsum']:.1f} / "
+                     f"{r['modes']['hybrid']['rsum']:.1f} | 1 |")
     for style in dict.fromkeys(r["style"] for r in rows):
         rs = [r for r in rows if r["style"] == style]
         seeds = sorted({r["seed"] for r in rs})
@@ -83,18 +92,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--encoders", nargs="+", default=list(ENCODERS))
     p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--image-encoder", default="efficientnet-lite0")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
     rows = json.loads(path.read_text()) if path.exists() else []
-    done = {(r["style"], r["seed"], r["encoder"]) for r in rows}
+    lite0 = "efficientnet-lite0"
+    done = {(r["style"], r["seed"], r["encoder"], r.get("image_encoder", lite0)) for r in rows}
     for style in args.styles:
         for seed in args.seeds:
             for enc in args.encoders:
-                if (style, seed, enc) in done:
+                if (style, seed, enc, args.image_encoder) in done:
                     continue
-                row = one(out / f"{style}-{seed}-{enc}", style, seed, enc, args.steps)
+                tag = "" if args.image_encoder == lite0 else "-" + args.image_encoder.rsplit("-", 1)[-1]
+                row = one(out / f"{style}-{seed}-{enc}{tag}", style, seed, enc, args.steps, args.image_encoder)
                 rows.append(row)
                 path.write_text(json.dumps(rows, indent=1))
                 print(f"{style} seed {seed} {enc}: dense {row['modes']['dense']['rsum']:.1f} "
