@@ -1,9 +1,12 @@
 """Choosing an index's text tower, method and fusion on a held-out split of the user's own captions.
 
 When the collection has at least :data:`MIN_VALIDATION_IMAGES` captioned
-images, a seeded :data:`VALIDATION_FRACTION` of them is held out: their
-captions leave the training data *and* the lexical documents (the images
-keep their tags or pseudo captions, as any uncaptioned image). Every
+images, a seeded :data:`VALIDATION_FRACTION` of them is held out as images
+added after the build would be: they leave the training data altogether
+(neither their captions nor pseudo pairs of them are trained on) and their
+captions leave the lexical documents (the images keep their tags or pseudo
+captions, as an image added by ``index add --captions`` with its tags).
+Every
 candidate ``(method, text tower)`` is trained on the rest; each held-out
 caption then ranks the held-out images by the dense score, by BM25 and by
 every fusion of :data:`visem.search.lexical.FUSION_GRID`; the best held-out
@@ -66,8 +69,11 @@ class _Data:
 
 
 def _fit(method: str, encoder: str, captions: list[str], caption_image: np.ndarray, d: _Data, options: Any,
-         workdir: Path, notes: list[str]):
-    """Train ``method`` with text tower ``encoder`` on these captions; ``(model, side, steps, regions)``."""
+         workdir: Path, notes: list[str], unseen: np.ndarray | None = None):
+    """Train ``method`` with text tower ``encoder`` on these captions; ``(model, side, steps, regions)``.
+
+    ``unseen``: images left out of training altogether (no pseudo pair either): the held-out split.
+    """
     import torch
 
     from visem.search.methods import AUTO_MODEL_DEFAULTS, method_kind
@@ -91,6 +97,8 @@ def _fit(method: str, encoder: str, captions: list[str], caption_image: np.ndarr
                else np.asarray(caption_image, dtype=np.int64))
     cap_ids = side.training(all_caps, progress=options.progress)
     uncaptioned = np.setdiff1d(np.arange(d.n_own), caption_image)
+    if unseen is not None:
+        uncaptioned = np.setdiff1d(uncaptioned, unseen)
     data = TrainingData(feats=feats, n_own=d.n_own, cap_ids=cap_ids, cap_img=cap_img, n_own_captions=len(captions),
                         pseudo_ids=side.training(d.pseudo, progress=options.progress), uncaptioned=uncaptioned)
     sampler, n_items = make_sampler(kind, method, data, options.batch_size, options.seed)
@@ -179,7 +187,7 @@ def choose_and_train(col: Any, options: Any, auto_method: str, auto_reason: str,
     lexical_row = evaluate_fusions(np.zeros_like(lex), lex, val_t2i, [{"kind": "lexical"}])[0]
     for i, encoder in enumerate(encoders):
         model, side, _, regions = _fit(method, encoder, train_caps, train_img, d, options,
-                                       workdir / f"validate-{encoder}", notes)
+                                       workdir / f"validate-{encoder}", notes, unseen=val_images)
         dense = _held_out_scores(model, side, regions, d, val_images, val_caps)
         fusion, measured = choose_fusion(dense, lex, val_t2i, fusion_grid)
         by_label = {r["label"]: r for r in measured}
