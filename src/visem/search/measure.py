@@ -52,7 +52,7 @@ def one(out: Path, style: str, seed: int, encoder: str, steps: int | None,
 def table(rows: list[dict[str, Any]]) -> str:
     def stat(xs: list[float]) -> str:
         xs = np.asarray(xs, dtype=float)
-        return f"{xs.mean():.1f} ± {xs.std(ddof=1) if len(xs) > 1 else 0.0:.1f}"
+        return f"{xs.mean():.1f} ± {xs.std(ddof=1):.1f}" if len(xs) > 1 else f"{xs[0]:.1f} (one seed)"
 
     lines = ["| collection | row | held-out rsum (mean ± std) | seeds |", "|---|---|---|---|"]
     other = [r for r in rows if r.get("image_encoder", "efficientnet-lite0") != "efficientnet-lite0"]
