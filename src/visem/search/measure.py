@@ -57,10 +57,6 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| collection | row | held-out rsum (mean ± std) | seeds |", "|---|---|---|---|"]
     other = [r for r in rows if r.get("image_encoder", "efficientnet-lite0") != "efficientnet-lite0"]
     rows = [r for r in rows if r.get("image_encoder", "efficientnet-lite0") == "efficientnet-lite0"]
-    for r in other:
-        lines.append(f"| {r['style']} | {r['image_encoder']}, {r['encoder']}, seed {r['seed']}: dense / BM25 / "
-                     f"hybrid | {r['modes']['dense']['rsum']:.1f} / {r['modes']['lexical']['rsum']:.1f} / "
-                     f"{r['modes']['hybrid']['rsum']:.1f} | 1 |")
     for style in dict.fromkeys(r["style"] for r in rows):
         rs = [r for r in rows if r["style"] == style]
         seeds = sorted({r["seed"] for r in rs})
