@@ -154,6 +154,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"method: {rep['method']} ({rep['reason']}); {rep['steps']} steps, built in {rep['seconds']:.0f} s")
     print(f"chose: {c['text_encoder']} text tower, fusion {fusion_label(c['fusion'])} ({c['how']}: {c['why']})")
     for q, hits in res["searches"].items():
+        if isinstance(hits, str):  # the index could not answer it (a message)
+            print(f"  {q!r}: {hits}")
+            continue
         shown = ", ".join(f"{h['name']} {h['score']:.2f}" + (f" ({h['caption']})" if h["caption"] else "") for h in hits)
         print(f"  {q!r}: {shown}")
     print(f"added the held-out folder with its tags: index now {res['added']['n_images']} images")

@@ -90,10 +90,18 @@ def run_demo(out: str | Path, fraction: float = 0.2, seed: int = 0, steps: int |
     report = build_index(col["images"], col["captions"], out / "index",
                          BuildOptions(method=method, steps=steps, seed=seed, progress=progress, **(options or {})),
                          overwrite=True)
+    from visem.search import QueryError
+
     idx = SearchIndex.open(out / "index")
-    searches = {q: idx.search_text(q, k=3) for q in DEMO_QUERIES}
+    searches: dict[str, Any] = {}
+    for q in DEMO_QUERIES:  # a word no caption, tag or text tower knows is reported, not fatal
+        try:
+            searches[q] = idx.search_text(q, k=3)
+        except QueryError as exc:
+            searches[q] = str(exc)
     added = idx.add_images(col["heldout"], progress=progress, captions=col["heldout_tags"])
     heldout = idx.evaluate(col["heldout_captions"], col["heldout"])
     return {"collection": {k: (str(v) if isinstance(v, Path) else v) for k, v in col.items()},
-            "report": report.to_dict(), "searches": {q: [h.to_dict() for h in hs] for q, hs in searches.items()},
+            "report": report.to_dict(),
+            "searches": {q: (hs if isinstance(hs, str) else [h.to_dict() for h in hs]) for q, hs in searches.items()},
             "heldout": heldout, "added": added, "index": str(out / "index")}
