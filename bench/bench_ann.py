@@ -1,6 +1,24 @@
-"""Build time, search time, recall@10 and memory of the vector index (exact vs IVF).
+"""Build time, search time, recall@10 and memory of the vector index (exact vs IVF; one store with --json).
 
     python bench/bench_ann.py [--sizes 10000 100000 1000000] [--dim 256] [--out results.json]
+    python bench/bench_ann.py --n 1000000 --dim 768 --json [--index-type ivfpq] [--opq] [--workdir DIR]
+
+``--json``: the search index's own vector store (:mod:`visem.search.vectors`)
+at one size, the way ``visem index build`` makes it: float16 embeddings
+written to a ``.npy`` in ``--workdir`` block by block (never whole in
+memory), the store built over that memory map (kind by size unless
+``--index-type``; nprobe tuned on 1000 noisy copies of base rows), then, in
+a fresh process (:func:`open_phase`), the store opened with its files
+memory-mapped (``open_s``, ``open_rss_mb``: resident memory the open added),
+1000 other noisy copies searched at k = 10 in one batch (``qps``; one at a
+time for ``qps_single``), ``recall_at_10`` against exact search over the
+same float16 rows, and a generation of 1000 new vectors appended
+(``add_1000_s``: embeddings file + vector file + search structures, what
+``visem index add`` does after embedding). Prints one JSON object: ``kind,
+n, dim, build_s, open_s, open_rss_mb, recall_at_10, qps, add_1000_s`` and
+the details (``nlist, nprobe, pq_m, rerank, bytes_per_vector, disk_mb,
+build_peak_rss_mb``; for IVF-PQ ``recall_at_10_pq_only``, the same search
+without re-ranking; the machine and its load average).
 
 Data: synthetic unit vectors around 1000 Gaussian centres (centre ~ N(0, I)
 normalised, plus N(0, 0.05^2 I) noise, renormalised), so IVF's k-means has
@@ -15,7 +33,7 @@ With ``--peers``: visem's index next to plain faiss on the same vectors
 :func:`peer_rows`).
 
 Per size: the exact build (``IndexFlatIP``), the IVF build (k-means
-training + adding + nprobe tuning, ``VectorIndex.build(..., exact_max=0)``),
+training + adding + nprobe tuning, ``VectorIndex.build(..., kind="ivf")``),
 the time to search 1000 queries at k=10 with each, IVF's recall@10 and the
 peak resident memory added by each step (read from /proc while it runs; the
 base vectors themselves, 4*n*d bytes, are already resident). Prints a table,
@@ -99,7 +117,7 @@ def bench_size(n: int, args) -> dict:
     row.update(exact_search_s=sec, exact_search_rss_mb=mem)
     del exact
 
-    (ivf, rep), sec, mem = measure(lambda: VectorIndex.build(base, exact_max=0, queries=tune,
+    (ivf, rep), sec, mem = measure(lambda: VectorIndex.build(base, kind="ivf", queries=tune,
                                                              target_recall=args.target_recall))
     row.update(ivf_build_s=sec, ivf_train_s=rep["train_seconds"], ivf_tune_s=rep["tune_seconds"],
                ivf_build_rss_mb=mem, nlist=rep["nlist"], nprobe=rep["nprobe"],
@@ -174,7 +192,7 @@ def peer_rows(n: int, dim: int, n_queries: int, command: str, centres: int = 100
                    "plain faiss IndexFlatIP.search", peer_s, mem, command))
 
     (ivf, rep), visem_s, _, mem = measure_cpu(
-        lambda: VectorIndex.build(base, exact_max=0, queries=tune, target_recall=target_recall))
+        lambda: VectorIndex.build(base, kind="ivf", queries=tune, target_recall=target_recall))
     nlist, nprobe = rep["nlist"], rep["nprobe"]
 
     def plain_ivf():
@@ -199,6 +217,135 @@ def peer_rows(n: int, dim: int, n_queries: int, command: str, centres: int = 100
     return out
 
 
+def _rss_now_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _write_rows(path, n: int, dim: int, centres: int, noise: float, seed: int, chunk: int = 65_536):
+    """``n`` clustered unit vectors as a float16 ``.npy`` at ``path``, written chunk by chunk; its memory map."""
+    from visem.search.folder import open_rows, write_embeddings
+
+    rng = np.random.default_rng(seed)
+    c = unit_rows(rng.standard_normal((centres, dim), dtype=np.float32))
+
+    def blocks():
+        for s in range(0, n, chunk):
+            e = min(s + chunk, n)
+            yield unit_rows(c[rng.integers(0, centres, e - s)] + noise * rng.standard_normal((e - s, dim),
+                                                                                           dtype=np.float32))
+
+    write_embeddings(path, blocks(), n, dim)
+    return open_rows(path)
+
+
+def _noisy(rows, count: int, noise: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(rows.shape[0], count, replace=False))
+    x = np.asarray(rows[pick], dtype=np.float32)
+    return unit_rows(x + noise * rng.standard_normal(x.shape, dtype=np.float32))
+
+
+def store_json(args) -> dict:
+    """Build phase of ``--json`` (this process), then the open phase in a fresh one; the merged result."""
+    import subprocess
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from visem.search.vectors import StoreOptions, build_store
+
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_ann_"))
+    work.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    rows = _write_rows(work / "embeddings.0.npy", args.n, args.dim, args.centres, args.noise, seed=args.n)
+    write_s = time.perf_counter() - t
+    tune = _noisy(rows, args.queries, args.query_noise, seed=2)
+    opts = StoreOptions(kind=args.index_type, opq=args.opq, rerank=args.rerank)
+    (entry, report), build_s, build_mem = measure(lambda: build_store(opts, work, "images", rows, queries=tune))
+    (work / "entry.json").write_text(json.dumps(entry))
+    out = subprocess.run([sys.executable, __file__, "--open-phase", str(work), "--queries", str(args.queries),
+                          "--query-noise", str(args.query_noise)], check=True, capture_output=True, text=True)
+    opened = json.loads(out.stdout.strip().splitlines()[-1])
+    files = [p for p in work.iterdir() if p.suffix in (".faiss", ".npy")]
+    return {"kind": report["kind"], "n": args.n, "dim": args.dim, "build_s": round(build_s, 2), **opened,
+            "embeddings_write_s": round(write_s, 2), "build_peak_rss_mb": round(build_mem),
+            "nlist": report["nlist"], "nprobe": report["nprobe"], "pq_m": report["pq_m"], "opq": report["opq"],
+            "rerank": report["rerank"], "bytes_per_vector": report["bytes_per_vector"],
+            "tuning_recall_at_10": report["recall_at_10"],
+            "disk_mb": round(sum(p.stat().st_size for p in files) / 2**20), "workdir": str(work)}
+
+
+def open_phase(work: str, n_queries: int, query_noise: float) -> dict:
+    """Open the store built in ``work`` (memory-mapped), search, measure recall and one 1000-vector generation."""
+    import time
+    from pathlib import Path
+
+    from visem.search.ann import exact_search
+    from visem.search.folder import open_rows, write_embeddings
+    from visem.search.vectors import open_store
+
+    work = Path(work)
+    entry = json.loads((work / "entry.json").read_text())
+    before = _rss_now_mb()
+    t = time.perf_counter()
+    rows = open_rows(work / "embeddings.0.npy")
+    store = open_store({"backend": "faiss", "images": entry}, work, "images", [rows])
+    open_s = time.perf_counter() - t
+    open_rss = _rss_now_mb() - before
+    queries = _noisy(rows, n_queries, query_noise, seed=1)
+    store.search(queries[:10], 10)  # warm-up
+    t = time.perf_counter()
+    _, found = store.search(queries, 10)
+    batch_s = time.perf_counter() - t
+    t = time.perf_counter()
+    for q in queries[:100]:
+        store.search(q[None], 10)
+    single_s = (time.perf_counter() - t) / 100
+    _, truth = exact_search(rows, queries, 10)
+    pq_only = None
+    seg = store._segments[0].index
+    if seg is not None and seg.kind == "ivfpq":  # the same candidates without re-ranking: what PQ alone gives
+        kept, seg.rows = seg.rows, None
+        pq_only = round(recall_at_k(seg.search(queries, 10)[1], truth, 10), 4)
+        seg.attach_rows(kept)
+    new = np.asarray(_noisy(rows, 1000, query_noise, seed=3), dtype=np.float16)
+    t = time.perf_counter()
+    write_embeddings(work / "embeddings.1.npy", new, 1000, rows.shape[1])
+    store.append(open_rows(work / "embeddings.1.npy"), 1)
+    add_s = time.perf_counter() - t
+    for p in work.glob("*.1.*"):
+        p.unlink()
+    return {"open_s": round(open_s, 3), "open_rss_mb": round(open_rss, 1),
+            "recall_at_10": round(recall_at_k(found, truth, 10), 4), "recall_at_10_pq_only": pq_only,
+            "qps": round(n_queries / batch_s, 1),
+            "qps_single": round(1 / single_s, 1), "add_1000_s": round(add_s, 3)}
+
+
+def sweep(work: str, n_queries: int, query_noise: float) -> None:
+    """Recall@10 and batch queries/s of the IVF-PQ index a ``--json --workdir`` run left, at other nprobe and
+    re-ranking depths (the same evaluation queries as its open phase); one JSON line per setting."""
+    import time
+
+    from visem.search.ann import exact_search
+    from visem.search.folder import open_rows
+
+    rows = open_rows(f"{work}/embeddings.0.npy")
+    index = VectorIndex.load(f"{work}/vectors.0.faiss", mmap=True, rows=rows)
+    queries = _noisy(rows, n_queries, query_noise, seed=1)
+    _, truth = exact_search(rows, queries, 10)
+    for nprobe in (16, 64, 256):
+        for rerank in (100, 400, 1000):
+            index.rerank = rerank
+            t = time.perf_counter()
+            _, found = index.search(queries, 10, nprobe=nprobe)
+            print(json.dumps({"nprobe": nprobe, "rerank": rerank, "recall_at_10": round(recall_at_k(found, truth, 10), 4),
+                              "qps": round(n_queries / (time.perf_counter() - t), 1)}), flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
@@ -211,8 +358,33 @@ def main() -> None:
     p.add_argument("--out", help="write the JSON results here instead of printing them")
     p.add_argument("--peers", action="store_true",
                    help="instead: visem next to plain faiss at each size, one thread, CPU seconds (the RESULTS.md rows)")
+    p.add_argument("--json", action="store_true",
+                   help="instead: the search index's vector store at size --n, one JSON object (see the docstring)")
+    p.add_argument("--n", type=int, default=100_000, help="--json: number of vectors")
+    p.add_argument("--index-type", choices=["exact", "ivf", "ivfpq"], default=None, help="--json: force the kind")
+    p.add_argument("--opq", action="store_true", help="--json: OPQ rotation for IVF-PQ")
+    p.add_argument("--rerank", type=int, default=100, help="--json: IVF-PQ candidates re-ranked exactly")
+    p.add_argument("--workdir", default=None, help="--json: where the files go (default: a new temporary folder)")
+    p.add_argument("--sweep", default=None, metavar="WORKDIR",
+                   help="instead: nprobe x re-ranking depth of the IVF-PQ index a --json run left in WORKDIR")
+    p.add_argument("--open-phase", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     import faiss
+
+    if args.sweep:
+        sweep(args.sweep, args.queries, args.query_noise)
+        return
+    if args.open_phase:
+        print(json.dumps(open_phase(args.open_phase, args.queries, args.query_noise)))
+        return
+    if args.json:
+        result = store_json(args)
+        result["machine"] = {"cpu": cpu_model(), "nproc": os.cpu_count(), "faiss": faiss.__version__,
+                             "omp_threads": faiss.omp_get_max_threads(),
+                             "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
+        result["command"] = "python " + " ".join(sys.argv)
+        print(json.dumps(result))
+        return
 
     if args.peers:
         command = "python " + " ".join(sys.argv)

@@ -265,10 +265,91 @@ def sliced_case() -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]
 
 @pytest.mark.parametrize("chunk_size", [3, 97, 256, 300, 1000])
 def test_recall_sliced_products_match_naive_reference(chunk_size: int) -> None:
-    # d = 1024 takes the four-slice float32 path; most true scores sit inside
-    # the bulk of the wrong ones, so many entries fall near the bounds.
+    # d = 1024 float32: most true scores sit inside the bulk of the wrong
+    # ones, so many entries fall near the bounds (and later strips of
+    # captions take several slices).
     img, txt, t2i, expected = sliced_case()
     assert_metrics_close(retrieval_recall(img, txt, t2i, chunk_size=chunk_size), expected)
+
+
+@pytest.mark.parametrize("slices", [1, 2, 4, 8])
+def test_recall_every_slice_count_matches_naive_reference(monkeypatch: pytest.MonkeyPatch, slices: int) -> None:
+    # Only one choice left: the first strip of captions takes one product per
+    # block, every later one `slices` (each with its own, tighter bound).
+    import visem.metrics as m
+
+    monkeypatch.setattr(m, "_SLICE_CHOICES", (slices,))
+    seen: list[int] = []
+    strip = m._BlockScorer.strip
+    monkeypatch.setattr(m._BlockScorer, "strip", lambda self, b, ct, s: seen.append(s) or strip(self, b, ct, s))
+    img, txt, t2i, expected = sliced_case()
+    assert_metrics_close(retrieval_recall(img, txt, t2i, chunk_size=50), expected)
+    assert seen == [1, slices, slices, slices]
+
+
+def test_recall_partial_blocks_and_padded_masks_match_naive_reference() -> None:
+    # 300 images: a full block of 256 and one of 44; 300 captions per strip
+    # (not a multiple of 8: the int8 masks are padded) and a last strip of 100.
+    img, txt, t2i = paired_data(seed=17, n_img=300, per_img=2, d=16, noise=0.5)
+    for dtype in (np.float64, np.float32):
+        x, y = img.astype(dtype), txt.astype(dtype)
+        assert_metrics_close(retrieval_recall(x, y, t2i, chunk_size=300), naive_recall(x, y, t2i))
+
+
+def test_recall_screen_decides_what_the_block_bound_cannot(monkeypatch: pytest.MonkeyPatch) -> None:
+    # float32, d 1024. Wrong items 1e-6 above or below the correct score
+    # (inside the bound of a float32 block, ~6e-5, far outside the screen's
+    # ~1e-7) are decided by the float32 screen; those one float32 step of one
+    # component apart (~1e-10) by the exact recheck. Caption j belongs to
+    # image 4j; image 4j + 1 scores a little above (j even) or below (j odd)
+    # it; image 4j + 2 owns caption n + j, which scores a little above or below
+    # caption j with image 4j (image to text); images 4j + 1 and 4j + 3 own one
+    # random caption each. The first n / 2 differ by 1e-6, the others by one step.
+    import visem.metrics as m
+
+    rng = np.random.default_rng(18)
+    d, n = 1024, 16
+    base = unit(rng, n, d).astype(np.float32)
+    txt_own = (base + 0.3 / np.sqrt(d) * rng.standard_normal((n, d))).astype(np.float32)
+    sign = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)
+    near = (base + (1e-6 * sign)[:, None] * txt_own / (txt_own * txt_own).sum(axis=1, keepdims=True)).astype(np.float32)
+    dup = (txt_own + (1e-6 * sign)[:, None] * base / (base * base).sum(axis=1, keepdims=True)).astype(np.float32)
+    for j in range(n // 2, n):  # one float32 step of the largest component, towards a higher or lower score
+        for moved, other, src in ((near, txt_own, base), (dup, base, txt_own)):
+            k = int(np.argmax(np.abs(other[j])))
+            moved[j] = src[j]
+            moved[j, k] = np.nextafter(src[j, k], np.float32(np.inf * sign[j] * np.sign(other[j, k])))
+    img = np.empty((4 * n, d), dtype=np.float32)
+    img[0::4], img[1::4], img[2::4], img[3::4] = base, near, unit(rng, n, d), unit(rng, n, d)
+    txt = np.vstack([txt_own, dup, unit(rng, 2 * n, d)]).astype(np.float32)
+    t2i = np.concatenate([4 * np.arange(n), 4 * np.arange(n) + 2, 4 * np.arange(n) + 3, 4 * np.arange(n) + 1])
+    i2t, t2i_ranks = naive_ranks(img, txt, t2i, canonical=True)
+    assert t2i_ranks[:n] == [2, 1] * (n // 2) and i2t[0::4] == [2, 1] * (n // 2)  # the construction holds in float32
+    screened, exact = [0, 0], [0]
+    screen = m._Rechecks._screened
+
+    def spy(self: Any, rows: torch.Tensor, cols: torch.Tensor, by_img: torch.Tensor) -> Any:
+        out = screen(self, rows, cols, by_img)
+        screened[0] += rows.numel()
+        screened[1] += rows.numel() - out[0].numel()
+        exact[0] += out[0].numel()
+        return out
+
+    monkeypatch.setattr(m._Rechecks, "_screened", spy)
+    assert_metrics_close(retrieval_recall(img, txt, t2i), naive_recall(img, txt, t2i, canonical=True))
+    assert screened[1] >= n  # the 1e-6 items of both directions were decided by the screen ...
+    assert exact[0] >= n  # ... and the 1e-12 ones went on to the exact recheck
+
+
+def test_decode_band_finds_every_nonzero_byte() -> None:
+    from visem.metrics import _decode_band
+
+    mask = (torch.rand(3, 40) < 0.1).to(torch.int8)
+    mask[0, :9] = 1  # neighbouring bytes of one word, and across words
+    words = mask.view(-1).view(torch.int64)
+    nz = torch.nonzero(words).squeeze(1)
+    found = [(nz[:2], words[nz[:2]]), (nz[2:], words[nz[2:]])]
+    assert torch.equal(_decode_band(found), torch.nonzero(mask.view(-1)).squeeze(1))
 
 
 def test_recall_tie_heavy_at_large_dimension_matches_naive_reference() -> None:

@@ -106,12 +106,12 @@ class Model:
 
     def _cnn_for(self) -> tuple[Any, Any, bool]:
         """The image encoder (preprocessing + network on this model's device) and whether regions are used."""
-        from visem.features.image import VARIANTS, EfficientNetLite0, Preprocess
+        from visem.features.image import EfficientNetLite0
+        from visem.search.features import DEFAULT_IMAGE_ENCODER, encoder
 
         if self.index is not None:
             m = self.index.manifest
-            variant = m.get("image_encoder", "efficientnet-lite0")
-            enc = EfficientNetLite0(Preprocess(crop=m["crop"], image_size=VARIANTS[variant]), variant=variant)
+            enc = encoder(m["crop"], m.get("image_encoder", DEFAULT_IMAGE_ENCODER))
             regions = bool(m["regions"])
         else:
             if self.image_dim != 1280:

@@ -44,6 +44,7 @@ __all__ = [
     "kl_diag_gaussians",
     "median_bandwidth",
     "mmd",
+    "ranking_hinges",
     "ranking_loss",
     "ranking_loss_from_scores",
     "wasserstein2_diag",
@@ -148,18 +149,47 @@ def ranking_loss_from_scores(scores: Tensor, margin: float = 0.2, hardest: bool 
     _check_tensor("scores", scores, 2)
     if scores.shape[0] != scores.shape[1] or scores.shape[0] < 2:
         raise ValueError(f"scores must be a square (B, B) matrix with B >= 2, got {tuple(scores.shape)}")
-    pos = scores.diagonal()
-    eye = torch.eye(scores.shape[0], dtype=torch.bool, device=scores.device)
-    # cost_txt[i, j]: image i as anchor, caption j as negative.
-    cost_txt = (margin + scores - pos[:, None]).clamp(min=0).masked_fill(eye, 0.0)
-    # cost_img[i, j]: caption j as anchor, image i as negative.
-    cost_img = (margin + scores - pos[None, :]).clamp(min=0).masked_fill(eye, 0.0)
-    if hardest:
-        # Hinges are >= 0, so the zeroed diagonal never wins over a negative.
-        per_pair = cost_txt.amax(dim=1) + cost_img.amax(dim=0)
-    else:
-        per_pair = cost_txt.sum(dim=1) + cost_img.sum(dim=0)
+    per_pair = ranking_hinges(scores, scores.T, margin=margin, hardest=hardest)
     return per_pair.sum() if reduction == "sum" else per_pair.mean()
+
+
+def ranking_hinges(scores_i2t: Tensor, scores_t2i: Tensor, offset: int = 0, margin: float = 0.2,
+                   hardest: bool = False) -> Tensor:
+    """The per-pair terms ``l_k`` of :func:`ranking_loss` for ``b`` pairs against a gallery of ``G``.
+
+    The rectangular form of the loss, for data-parallel training where each
+    process holds ``b`` of the ``G`` pairs of the global batch (open_clip's
+    "local loss"): ``scores_i2t[k, j]`` scores this process's image ``k``
+    against caption ``j`` of the whole batch, ``scores_t2i[k, i]`` its
+    caption ``k`` against image ``i``, and pair ``k`` sits at gallery
+    position ``offset + k``. With ``b = G`` and ``offset = 0``,
+    ``ranking_hinges(S, S.T)`` is the per-pair vector of the square loss,
+    so ``sum`` / ``mean`` of it is :func:`ranking_loss_from_scores`.
+
+    Returns:
+        ``(b,)`` tensor: image ``k`` against its negative captions plus
+        caption ``k`` against its negative images (summed, or the hardest
+        of each with ``hardest=True``).
+    """
+    _check_tensor("scores_i2t", scores_i2t, 2)
+    _check_tensor("scores_t2i", scores_t2i, 2)
+    if scores_i2t.shape != scores_t2i.shape:
+        raise ValueError(f"scores_i2t {tuple(scores_i2t.shape)} and scores_t2i {tuple(scores_t2i.shape)} "
+                         "must both be (pairs here, pairs in the batch)")
+    b, g = scores_i2t.shape
+    if not 0 <= offset <= g - b or g < 2:
+        raise ValueError(f"{b} pairs at offset {offset} do not fit a gallery of {g} (need >= 2)")
+    cols = torch.arange(b, device=scores_i2t.device) + offset
+    own = torch.zeros(b, g, dtype=torch.bool, device=scores_i2t.device)
+    own[torch.arange(b, device=own.device), cols] = True
+    pos_i = scores_i2t.gather(1, cols[:, None])
+    pos_t = scores_t2i.gather(1, cols[:, None])
+    # image k as anchor, caption j as negative; caption k as anchor, image i as negative
+    cost_txt = (margin + scores_i2t - pos_i).clamp(min=0).masked_fill(own, 0.0)
+    cost_img = (margin + scores_t2i - pos_t).clamp(min=0).masked_fill(own, 0.0)
+    if hardest:  # hinges are >= 0, so the zeroed positive never wins over a negative
+        return cost_txt.amax(dim=1) + cost_img.amax(dim=1)
+    return cost_txt.sum(dim=1) + cost_img.sum(dim=1)
 
 
 # --------------------------------------------------------------------------

@@ -33,10 +33,12 @@ bits either). So:
 * ``retrieval_recall`` scores blocks in float32 and compares each entry
   with a rigorous rounding bound around the correct score (Higham's
   ``gamma_h |x| |y|``, see :class:`_BlockScorer`): entries beyond it are
-  decided outright, the few within it are rechecked with the exact float64
+  decided outright; those within it are rescored one by one, first with
+  float32 products summed in float64 (a bound about 100x tighter, which
+  decides nearly all of them), and the near-ties left with the exact float64
   score of one fixed computation (:class:`_ExactScorer`), which also gives
-  the correct scores. Ranks are those of the float64 scores; identical
-  vectors always tie.
+  the correct scores they are compared with. Ranks are those of the float64
+  scores; identical vectors always tie.
 * MAP and P@k score each query against the *distinct* gallery rows in
   float64 (identical gallery embeddings share one column, so they tie by
   construction); ties are exact equalities of those scores.
@@ -47,28 +49,37 @@ relative) may come out in either order.
 Chunking and cost
 -----------------
 No function builds the full query x gallery score matrix.
-``retrieval_recall`` works on blocks of 256 images x ``chunk_size``
-captions (float32, 1 MB at the default 1024; whatever the number of images
-and captions), in one pass per block: the product, the knock-out of the
-correct pairs and, per caption and per image, two comparisons and their
-counts. A line whose maximum is below the correct score's bound (the
-correct item ahead of every wrong one) costs only that maximum. Where many
-entries fall near the bounds, each block is summed from four products over
-quarters of the dimension, which cuts the bound (and the rechecks) about 4x.
-The MAP / precision functions work on ``chunk_size x n_gallery`` row strips
-(MAP needs each query's full ranking): full MAP sorts only each query's
-relevant items and places the others by binary search (``searchsorted``;
-one sort of the row when a query has over 1,024 relevant items), MAP@k and
-P@k take one ``topk`` per query. Results do not depend on ``chunk_size``.
+``retrieval_recall`` works on blocks of 256 images x ``chunk_size`` captions
+(float32, 512 KB at the default 512; whatever the number of images and
+captions), in one pass per block: the product, two comparisons per direction
+(against the low and the high bound, into int8 masks), one count per
+direction, and one scan of the band masks (8 entries per int64 word) for the
+entries within the bounds (on CUDA its ``nonzero`` is the one
+synchronisation per block). The correct pairs need no knock-out: the bounds
+keep them out of the counts and they are dropped from the rechecks. After
+each strip of captions the number of products a block is summed from (1, 2,
+4 or 8 slices of the dimension: shorter rounding chains, tighter bounds,
+fewer rechecks) is chosen for the next strip from this one's rechecks. The
+MAP / precision functions work on ``chunk_size x n_gallery`` row strips (MAP
+needs each query's full ranking): full MAP sorts only each query's relevant
+items and places the others by binary search (``searchsorted``; one sort of
+the row when a query has over 1,024 relevant items), MAP@k and P@k take one
+``topk`` per query. Results do not depend on ``chunk_size``.
 
-Measured on 2 CPU cores shared with other work (load average 5-8), one
-thread, CPU seconds; ``bench/RESULTS.md`` has the current table
-(``make bench``). COCO-5K (5,000 x 25,000, d 1024, both directions): the
-bare score matrix ``img @ txt.T`` 2.1-2.6 s; ``retrieval_recall`` 3.4-3.5 s
-(1.35x) with captions near their images (correct score ~3 sigma above the
-wrong ones), 3.7-4.8 s (1.8x) for independent random unit vectors (every
-correct score inside the bulk: ~60,000 exact rechecks); 17 MB added
-(float64 copies before: 510 MB). 30,000 x 30,000 label retrieval (d 512)
+``bench/RESULTS.md`` has the current table (``make bench``; CPU seconds, one
+thread, ratios interleaved in one process). COCO-5K (5,000 x 25,000, d 1024,
+both directions) against the bare float32 score matrix ``img @ txt.T``, on 2
+cores shared with other work (load average 8-12): 1.25x on independent
+random unit vectors (medians of interleaved runs: 1.245 and 1.26 in two
+measurements; the correct scores inside the bulk of the wrong ones, ~120,000
+entries within the bounds to screen, ~460 near-ties rescored exactly) and
+1.12-1.14x on paired captions (a noisy copy of their image, ~11,000 to
+screen); the layout before it, 1.38x and 1.22x in the same runs. The
+products in blocks alone cost 0.9-0.95x the bare matrix; the rest is the
+comparisons and counts (about 0.1x), the screening (about 1 us per entry on
+an idle core, 4 under load) and Python per block. A few MB added.
+
+30,000 x 30,000 label retrieval (d 512), measured earlier under load average 5-8,
 against float32 products + one sort of every row (72-78 s): full MAP 95 s
 single-label (50 classes), 126 s multi-label (24 labels, ~4,000 relevant
 items per query: the sort path); MAP@100 39 s; P@100 29-30 s; at most 0.7 GB
@@ -86,9 +97,9 @@ the offending index.
 
 from __future__ import annotations
 
-import bisect
 import math
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -105,7 +116,7 @@ __all__ = [
     "retrieval_recall",
 ]
 
-DEFAULT_CHUNK_SIZE = 1024
+DEFAULT_CHUNK_SIZE = 512
 """Captions per score block of retrieval_recall (and the most images; a block
 has at most 256)."""
 DEFAULT_LABEL_CHUNK_SIZE = 256
@@ -202,21 +213,29 @@ _SUM_MAX_DIM = 8192
 order whatever the batch (measured up to 4096 with 1 and 2 threads; torch
 splits a single row across threads only past 32,768 elements); beyond it, and
 on other devices, exact scores use an explicit pairwise tree."""
-_STRIP_ROWS = 256
-"""Images per score block of retrieval_recall: a 256 x 1024 float32 block and
-its two comparison masks (3 MB) stay in a core's L2 cache through the
-passes that follow the product."""
-_ONE_SLICE_NEAR = 1e-4
-"""After the first column of blocks, retrieval_recall drops to one product per
-block when fewer than this fraction of its entries fell within the bound:
-each recheck costs about 3 us, four slices about 1 ns per entry."""
+_BLOCK_ROWS = 256
+"""Images per score block of retrieval_recall: a 256 x 512 float32 block
+(512 KB) and its int8 masks (512 KB) stay in a core's L2 cache between the
+product and the counts."""
+_SLICE_CHOICES = (1, 2, 4, 8)
+"""Products per score block retrieval_recall may sum (over that many slices
+of the dimension, each at least 128 wide): more slices, a shorter chain of
+roundings, a tighter bound, fewer rechecks."""
+_SLICE_COST_NS = 0.35
+"""CPU nanoseconds one extra slice adds per score (the extra product's
+overhead and one addition pass; measured 0.2-0.5 at 256 x 512, d 1024)."""
+_RECHECK_COST_NS = 1200.0
+"""CPU nanoseconds of one screened recheck at d 1024 (float32 products summed
+in float64, gathers included: measured 1.0 us on an idle core, up to 4 under
+load); scaled by d / 1024."""
 _SEARCH_MAX_RELEVANT = 1024
 """Full MAP places the irrelevant items among the sorted relevant ones by
 binary search while a query has at most this many relevant items (the sorted
 row of them stays in cache); past it, one stable sort of the row is cheaper."""
-_RECHECK_BATCH = 4096
-"""Entries near the bounds are rechecked in batches of about this many (and
-at the end of each column of blocks): fewer, larger calls."""
+_RECHECK_BATCH = 1 << 16
+"""Entries near the bounds are rechecked in batches of at most about this
+many (and at the end of each strip of captions, whose rows are then still
+in cache)."""
 _DEDUP_PAIRS = 1 << 16
 """Above this many pairs, exact scores are computed once per distinct
 (image row, caption row) content: tie-heavy inputs (a collapsed model) put
@@ -263,8 +282,7 @@ class _ExactScorer:
         d = x.shape[1]
         self.pairwise = x.device.type != "cpu" or d > _SUM_MAX_DIM
         self.width = 1 << max(0, (d - 1).bit_length()) if self.pairwise else d
-        self.batch = max(1, (1 << 16) // max(self.width, 1))  # 512 KB of float64 per buffer
-        self._bufs: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+        self.batch = max(1, (1 << 16) // max(self.width, 1))  # 512 KB of float64 products per batch
         self._unique: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
 
     def __call__(self, rows: Tensor, cols: Tensor) -> Tensor:
@@ -275,31 +293,20 @@ class _ExactScorer:
     def _dots(self, rows: Tensor, cols: Tensor) -> Tensor:
         n, d = rows.numel(), self.x.shape[1]
         out = torch.empty(n, dtype=torch.float64, device=self.x.device)
-        if self._bufs is None:
-            dev, b = self.x.device, self.batch
-            self._bufs = (
-                torch.empty(b, d, dtype=self.x.dtype, device=dev),
-                torch.empty(b, d, dtype=self.y.dtype, device=dev),
-                torch.zeros(b, self.width, dtype=torch.float64, device=dev),  # the zero padding stays
-                torch.empty(b, d, dtype=torch.float64, device=dev),
-            )
-        xb, yb, prod, y64 = self._bufs
         for s in range(0, n, self.batch):
             e = min(s + self.batch, n)
-            m = e - s
-            torch.index_select(self.x, 0, rows[s:e], out=xb[:m])
-            torch.index_select(self.y, 0, cols[s:e], out=yb[:m])
-            p = prod[:m, :d]
-            p.copy_(xb[:m])
-            p.mul_(y64[:m].copy_(yb[:m]))  # float64 products: exact for float32 embeddings
+            # float64 products: exact for float32 embeddings.
+            p = self.x.index_select(0, rows[s:e]).to(torch.float64).mul_(self.y.index_select(0, cols[s:e]))
             if not self.pairwise:
                 torch.sum(p, dim=1, out=out[s:e])
                 continue
-            a, w = prod[:m], self.width
+            if self.width > d:  # zero padding to a power of two
+                p = torch.nn.functional.pad(p, (0, self.width - d))
+            w = self.width
             while w > 1:  # a fixed tree of IEEE additions: the same on every device
                 w //= 2
-                a = a[:, :w] + a[:, w:]
-            out[s:e] = a[:, 0]
+                p = p[:, :w] + p[:, w:]
+            out[s:e] = p[:, 0]
         return out
 
     def _dedup(self, rows: Tensor, cols: Tensor) -> Tensor:
@@ -324,6 +331,11 @@ def _down32(v: Tensor) -> Tensor:
     return torch.where(f.to(torch.float64) > v, torch.nextafter(f, torch.full_like(f, -math.inf)), f)
 
 
+def _next_up(v: Tensor) -> Tensor:
+    """The next float above each value (``x > v`` iff ``x >= _next_up(v)``)."""
+    return torch.nextafter(v, torch.full_like(v, math.inf))
+
+
 def _up32(v: Tensor) -> Tensor:
     """Smallest float32 >= each float64 value."""
     f = v.to(torch.float32)
@@ -345,8 +357,9 @@ class _BlockScorer:
     a sum formed by any binary tree of depth h has error at most
     ``gamma_h * sum |x_k y_k| <= gamma_h |x| |y|``); ``c_in = 2 u32 + u32^2``
     where float64 embeddings are rounded to float32 first, else 0; ``alpha``
-    covers underflow. Four slices cut h from d + 1 to about d / 4, and with
-    it the entries to recheck exactly, for three extra additions per block.
+    covers underflow. ``s`` slices cut h from d + 1 to about d / s, and with
+    it the entries to recheck exactly, for s - 1 extra additions per block
+    (:data:`_SLICE_CHOICES`, chosen as the scoring goes).
 
     The scores fall back to float64 (one slice, u64) when float32 products
     are not IEEE on this device (TF32 / bfloat16 settings) or the norms are
@@ -364,23 +377,19 @@ class _BlockScorer:
         fits32 = 2.0**-40 < nx_max * ny_max < 2.0**100 and max(nx_max, ny_max) < 2.0**60
         self.fp32 = fits32 and _float32_products_are_ieee(img.device)
         self.dtype = torch.float32 if self.fp32 else torch.float64
-        if self.fp32:
-            self.max_slices = 4 if d >= 512 and d % 4 == 0 else 2 if d >= 256 and d % 2 == 0 else 1
-        else:
-            self.max_slices = 1
+        self.slice_choices = tuple(
+            s for s in _SLICE_CHOICES if s == 1 or (self.fp32 and d % s == 0 and d // s >= 128)
+        )
         rounded = self.fp32 and (img.dtype != torch.float32 or txt.dtype != torch.float32)
         self._c_in = 2 * _U32 + _U32**2 if rounded else 0.0
         self._d = d
         self.alpha = 2.0**-148 * (d + 8 + math.sqrt(d) * (nx_max + ny_max)) if self.fp32 else 2.0**-1070 * (d + 8)
-        x, y = img.to(self.dtype), txt.to(self.dtype)
-        self._full = (x, y)
-        width = d // self.max_slices
-        self._parts = (
-            [x[:, s * width : (s + 1) * width] for s in range(self.max_slices)],
-            [y[:, s * width : (s + 1) * width] for s in range(self.max_slices)],
-        )
-        cells = min(rows, img.shape[0]) * min(chunk, txt.shape[0])
-        self._buf = torch.empty(min(self.max_slices, 2), cells, dtype=self.dtype, device=img.device)
+        self._x, self._y = img.to(self.dtype), txt.to(self.dtype)
+        self._rows = rows
+        self._cells = min(rows, img.shape[0]) * min(chunk, txt.shape[0])
+        self._out = torch.empty(self._cells, dtype=self.dtype, device=img.device)
+        self._part: Tensor | None = None
+        self._x_parts: dict[int, list[list[Tensor]]] = {}
 
     def beta(self, slices: int) -> float:
         """Relative bound of a block summed from ``slices`` products."""
@@ -398,228 +407,300 @@ class _BlockScorer:
             return _down32(lo), _up32(hi)
         return torch.nextafter(lo, torch.full_like(lo, -math.inf)), torch.nextafter(hi, torch.full_like(hi, math.inf))
 
-    def block(self, a: int, ci: int, b: int, ct: int, slices: int) -> Tensor:
-        out = self._buf[0, : ci * ct].view(ci, ct)
-        if slices == 1:
-            x, y = self._full
-            torch.mm(x[a : a + ci], y[b : b + ct].T, out=out)
+    def strip(self, b: int, ct: int, slices: int) -> Callable[[int], Tensor]:
+        """The blocks of captions ``b:b+ct``: a function of the image block ``k`` (rows ``k*rows:(k+1)*rows``).
+
+        Each block is summed from ``slices`` products into a buffer that the
+        next call reuses.
+        """
+        w = self._d // slices
+        ys = [self._y[b : b + ct, s * w : (s + 1) * w].T for s in range(slices)]
+        if slices not in self._x_parts:
+            self._x_parts[slices] = [
+                [xb[:, s * w : (s + 1) * w] for s in range(slices)] for xb in self._x.split(self._rows)
+            ]
+        xs = self._x_parts[slices]
+        outs = [self._out[: x[0].shape[0] * ct].view(-1, ct) for x in xs]
+        if slices > 1 and self._part is None:
+            self._part = torch.empty_like(self._out)
+        parts = [self._part[: x[0].shape[0] * ct].view(-1, ct) for x in xs] if slices > 1 else []
+
+        def block(k: int) -> Tensor:
+            x, out = xs[k], outs[k]
+            torch.mm(x[0], ys[0], out=out)
+            for s in range(1, slices):  # a chain of slices - 1 additions
+                torch.mm(x[s], ys[s], out=parts[k])
+                out.add_(parts[k])
             return out
-        xs, ys = self._parts
-        torch.mm(xs[0][a : a + ci], ys[0][b : b + ct].T, out=out)
-        part = self._buf[1, : ci * ct].view(ci, ct)
-        for s in range(1, slices):  # a chain of slices - 1 additions
-            torch.mm(xs[s][a : a + ci], ys[s][b : b + ct].T, out=part)
-            out.add_(part)
-        return out
+
+        return block
+
+
+def _approx_dots(x: Tensor, y: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    """``x[rows[k]] . y[cols[k]]`` of float32 embeddings: float32 products summed in float64.
+
+    Within ``_APPROX_REL * |x| |y| + d * 2**-140`` of the exact score of
+    :class:`_ExactScorer` (each product rounds once, by at most u32 relative
+    or 2**-150 where it underflows; both float64 sums add gamma_d(u64)).
+    """
+    n, d = rows.numel(), x.shape[1]
+    out = torch.empty(n, dtype=torch.float64, device=x.device)
+    step = max(1, (1 << 16) // max(d, 1))
+    for s in range(0, n, step):
+        e = min(s + step, n)
+        torch.sum(x.index_select(0, rows[s:e]).mul_(y.index_select(0, cols[s:e])), dim=1, dtype=torch.float64, out=out[s:e])
+    return out
+
+
+def _approx_rel(d: int) -> float:
+    """Relative bound of :func:`_approx_dots` against the exact scores (both float64 sums counted)."""
+    return (_U32 + 3 * _gamma(d, _U64)) * (1 + 2.0**-20)
 
 
 def _approx_positive_scores(img: Tensor, txt: Tensor, t2i: Tensor) -> tuple[Tensor, float]:
     """Each caption's score with its image and a relative error bound, cheaply.
 
-    float32 embeddings: float32 products summed in float64, within
-    ``(u32 + gamma_d(u64)) |x| |y|`` of the exact score; otherwise the
-    exact scores themselves. Only the thresholds use these; rechecks compare
-    with exact scores.
+    float32 embeddings: :func:`_approx_dots`; otherwise the exact scores
+    themselves (bound 0). Thresholds and the first screening of the rechecks
+    use these; the final rechecks compare exact scores.
     """
     n, d = txt.shape
+    cols = torch.arange(n, device=txt.device)
     if img.dtype != torch.float32 or txt.dtype != torch.float32:
-        return _ExactScorer(img, txt)(t2i, torch.arange(n, device=txt.device)), 0.0
-    out = torch.empty(n, dtype=torch.float64, device=txt.device)
-    step = max(1, (1 << 18) // max(d, 1))
-    for s in range(0, n, step):
-        e = min(s + step, n)
-        torch.sum(img.index_select(0, t2i[s:e]).mul_(txt[s:e]), dim=1, dtype=torch.float64, out=out[s:e])
-    return out, (_U32 + _gamma(d, _U64)) * (1 + _U32)
+        return _ExactScorer(img, txt)(t2i, cols), 0.0
+    return _approx_dots(img, txt, t2i, cols), _approx_rel(d)
 
 
-def _line_counts(
-    block: Tensor, lo: Tensor, hi: Tensor, dim: int, ge: Tensor, gt: Tensor, prefilter: bool
-) -> tuple[Tensor | None, Tensor | None, Tensor, Tensor]:
-    """Compare a block with per-line bounds: columns (``dim=0``, ``lo`` of shape (ct,)) or rows (``dim=1``, (ci, 1)).
+def _byte_shift(t: int) -> int:
+    """Bit offset, within an int64 word, of the word's byte ``t`` in memory order."""
+    return 8 * (7 - t) if sys.byteorder == "big" else 8 * t
 
-    Returns ``(lines, n_above, near_rows, near_cols)``: the lines counted
-    (``None`` = all), for each the number of entries above ``hi``, and the
-    block coordinates of the entries within ``[lo, hi]``. With
-    ``prefilter``, a line whose maximum is below ``lo`` (the correct item
-    ahead of every wrong one, the usual case for a trained model) costs only
-    that maximum.
+
+def _decode_band(found: list[tuple[Tensor, Tensor]]) -> Tensor:
+    """Flat indices of the non-zero entries of int8 masks read as int64 words.
+
+    ``found`` holds the (global) indices ``w`` of the non-zero words and
+    their values; byte ``t`` of word ``w`` is entry ``8 w + t`` of the flat
+    masks.
     """
-    lo_l, hi_l = (lo, hi) if dim == 0 else (lo[:, 0], hi[:, 0])
-    lines: Tensor | None = None
-    if prefilter:
-        active = torch.nonzero(block.amax(dim=dim) >= lo_l).squeeze(1)
-        if active.numel() == 0:
-            return active, None, active, active
-        if 2 * active.numel() <= lo_l.numel():
-            lines = active
-    if lines is not None:
-        view = block.index_select(1 - dim, lines)
-        lo_v, hi_v = lo_l[lines], hi_l[lines]
-        if dim == 1:
-            lo_v, hi_v = lo_v[:, None], hi_v[:, None]
-        m_ge, m_gt = (view >= lo_v).to(block.dtype), (view > hi_v).to(block.dtype)
-    else:
-        view, lo_v, hi_v = block, lo, hi
-        m_ge, m_gt = ge[: block.numel()].view_as(block), gt[: block.numel()].view_as(block)
-        torch.ge(view, lo_v, out=m_ge)
-        torch.gt(view, hi_v, out=m_gt)
-    n_ge, n_gt = m_ge.sum(dim=dim), m_gt.sum(dim=dim)
-    near = torch.nonzero(n_ge != n_gt).squeeze(1)
-    if near.numel() == 0:
-        return lines, n_gt, near, near
-    if 8 * near.numel() > n_ge.numel():
-        # Many lines with a near entry: one pass for the band mask.
-        r, c = _nonzero_2d(m_ge.sub_(m_gt))
-    else:
-        sub = view.index_select(1 - dim, near)
-        r, c = torch.nonzero((sub >= lo_v[near]) & (sub <= hi_v[near]), as_tuple=True)
-        if dim == 0:
-            c = near[c]
-        else:
-            r = near[r]
-    if lines is not None:
-        if dim == 0:
-            c = lines[c]
-        else:
-            r = lines[r]
-    return lines, n_gt, r, c
+    words = torch.cat([w for w, _ in found])
+    values = torch.cat([v for _, v in found])
+    hits = [8 * words[((values >> _byte_shift(t)) & 0xFF) != 0] + t for t in range(8)]
+    return torch.cat(hits).sort().values
 
 
-def _nonzero_2d(mask: Tensor) -> tuple[Tensor, Tensor]:
-    """(rows, cols) of the non-zero entries of a contiguous 0/1 float mask, read 8 bytes at a time."""
-    flat = mask.reshape(-1)
-    width = mask.shape[1]
-    if mask.dtype == torch.float32 and flat.numel() % 2 == 0:
-        words = torch.nonzero(flat.view(torch.int64)).squeeze(1)
-        cand = torch.stack((2 * words, 2 * words + 1), dim=1).reshape(-1)
-        idx = cand[flat[cand] != 0]
-    else:
-        idx = torch.nonzero(flat).squeeze(1)
-    return torch.div(idx, width, rounding_mode="floor"), idx % width
+class _Rechecks:
+    """Entries within the bounds, rescored and counted where they beat (or tie) the correct score.
+
+    Each entry is an (image, caption) pair and a direction: the caption's
+    query (text to image: compared with the caption's correct score) or the
+    image's (image to text: with the best score of its own captions).
+
+    float32 embeddings are first screened with :func:`_approx_dots`, whose
+    bound (``_approx_rel``, about u32) is some 100x tighter than a block's:
+    an entry whose approximate score is further than both bounds from the
+    approximate correct score is decided by it. The rest (near-ties) are
+    rescored exactly and compared with the exact correct scores of the same
+    :class:`_ExactScorer`, computed once each and only where needed, so a
+    tie is a tie.
+    """
+
+    def __init__(
+        self,
+        exact: _ExactScorer,
+        t2i: Tensor,
+        beaten: tuple[Tensor, Tensor],
+        screen: tuple[Tensor, Tensor, Tensor, Tensor] | None,
+    ) -> None:
+        self.exact, self.t2i = exact, t2i
+        self.beaten_img, self.beaten_txt = beaten
+        # (approx_img, approx_txt, nx, ny) for the float32 screening, else None.
+        self.screen = screen
+        device = t2i.device
+        self.exact_txt = torch.full((t2i.numel(),), math.nan, dtype=torch.float64, device=device)
+        self.exact_img = torch.full((self.beaten_img.numel(),), -math.inf, dtype=torch.float64, device=device)
+        self.img_done = torch.zeros(self.beaten_img.numel(), dtype=torch.bool, device=device)
+        self.pending: list[tuple[Tensor, Tensor, Tensor]] = []
+        self.n_pending = 0
+        self.n_total = 0
+        self.n_exact = 0
+
+    def add(self, rows: Tensor, cols: Tensor, by_img: Tensor) -> None:
+        # A caption with its own image is no wrong item; the bounds keep such
+        # pairs from being counted outright, so they are dropped here.
+        wrong = torch.nonzero(self.t2i[cols] != rows).squeeze(1)
+        rows, cols, by_img = rows[wrong], cols[wrong], by_img[wrong]
+        self.pending.append((rows, cols, by_img))
+        self.n_pending += rows.numel()
+        self.n_total += rows.numel()
+        if self.n_pending >= _RECHECK_BATCH:
+            self.flush()
+
+    def _txt(self, cols: Tensor) -> Tensor:
+        todo = cols[torch.isnan(self.exact_txt[cols])].unique()
+        if todo.numel():
+            self.exact_txt[todo] = self.exact(self.t2i[todo], todo)
+        return self.exact_txt[cols]
+
+    def _img(self, rows: Tensor) -> Tensor:
+        todo = rows[~self.img_done[rows]].unique()
+        if todo.numel():
+            caps = torch.nonzero(torch.isin(self.t2i, todo)).squeeze(1)
+            self.exact_img.scatter_reduce_(0, self.t2i[caps], self._txt(caps), reduce="amax", include_self=True)
+            self.img_done[todo] = True
+        return self.exact_img[rows]
+
+    def _count(self, rows: Tensor, cols: Tensor, by_img: Tensor, beats: Tensor) -> None:
+        self.beaten_txt.index_add_(0, cols, (beats & ~by_img).to(torch.float64))
+        self.beaten_img.index_add_(0, rows, (beats & by_img).to(torch.float64))
+
+    def _screened(self, rows: Tensor, cols: Tensor, by_img: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Count the entries the approximate scores decide; return the others."""
+        approx_img, approx_txt, nx, ny = self.screen
+        x, y = self.exact.x, self.exact.y
+        rel, tiny = _approx_rel(x.shape[1]), x.shape[1] * 2.0**-140
+        score = _approx_dots(x, y, rows, cols)
+        correct = torch.where(by_img, approx_img[rows], approx_txt[cols])
+        # |score - E| <= rel |x_i| |y_j| + tiny; the correct score's bound uses
+        # its own image's norm (text to image) or the largest caption norm (image to text).
+        other = torch.where(by_img, ny.max(), nx[self.t2i[cols]])
+        margin = (rel * (nx[rows] * ny[cols] + torch.where(by_img, nx[rows], ny[cols]) * other) + 2 * tiny) * (
+            1 + 2.0**-20
+        )
+        diff = score - correct
+        self._count(rows, cols, by_img, diff > margin)
+        near = torch.nonzero(diff.abs() <= margin).squeeze(1)
+        return rows[near], cols[near], by_img[near]
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        rows, cols, by_img = (torch.cat(t) for t in zip(*self.pending))
+        self.pending.clear()
+        self.n_pending = 0
+        if self.screen is not None:
+            rows, cols, by_img = self._screened(rows, cols, by_img)
+            if rows.numel() == 0:
+                return
+        self.n_exact += rows.numel()
+        # An entry near both bounds comes twice; its exact score is computed once.
+        n = self.t2i.numel()
+        key, inverse = torch.unique(rows * n + cols, return_inverse=True)
+        scores = self.exact(torch.div(key, n, rounding_mode="floor"), key % n)[inverse]
+        correct = torch.empty_like(scores)
+        mine = torch.nonzero(~by_img).squeeze(1)
+        correct[mine] = self._txt(cols[mine])
+        mine = torch.nonzero(by_img).squeeze(1)
+        correct[mine] = self._img(rows[mine])
+        self._count(rows, cols, by_img, scores >= correct)
 
 
-# --------------------------------------------------------------------------
-# image-text retrieval recall
-# --------------------------------------------------------------------------
 def _retrieval_ranks(img: Tensor, txt: Tensor, t2i: Tensor, chunk_size: int) -> tuple[Tensor, Tensor]:
     """1-based pessimistic ranks: (per image for i2t, per caption for t2i).
 
-    One pass per score block: the block comes out of the (float32) product,
-    its correct pairs are knocked out, and each entry is compared with the
-    bounds around its caption's and its image's correct score. Entries
-    beyond the bound are counted (or not) outright; the few within it are
-    rechecked with the exact float64 score (:class:`_ExactScorer`), the
-    same computation that gives the correct scores, so a tie is a tie.
+    One pass per score block: the block comes out of the (float32) product
+    and each entry is compared with the bounds around its caption's and its
+    image's correct score (one comparison per direction against [lo, hi],
+    into int8 masks; one count per direction of the entries above hi; one
+    scan of the band masks lo <= score <= hi). Entries above a bound are
+    counted outright, those below it are not, and the few within it go to
+    :class:`_Rechecks` (screened with float32 products summed in float64,
+    near-ties rescored exactly with the computation that gives the correct
+    scores, so a tie is a tie). A caption's own image (and an image's own
+    captions) always lies within or below its bounds, never above, so it is
+    not counted and is dropped from the rechecks: no knock-out pass.
+
+    The bound of an entry uses its caption's norm with the largest image norm
+    of its block (and its image's norm with the largest caption norm of its
+    strip). After each strip of captions the number of slices for the next
+    one is chosen from this strip's rechecks: ``s`` slices shrink the bound,
+    and so the expected rechecks, by ``beta(s) / beta(now)`` for
+    ``(s - 1)`` extra additions per score (:data:`_SLICE_COST_NS`,
+    :data:`_RECHECK_COST_NS`). Only the time depends on this choice.
     """
     device = img.device
     n_img, n_txt = img.shape[0], txt.shape[0]
     t2i = t2i.to(device)
-    rows = min(chunk_size, _STRIP_ROWS)
-    scorer = _BlockScorer(img, txt, rows, chunk_size)
-    exact = _ExactScorer(img, txt)
+    rows, chunk = min(chunk_size, _BLOCK_ROWS, n_img), min(chunk_size, n_txt)
+    scorer = _BlockScorer(img, txt, rows, chunk)
+    n_blocks = -(-n_img // rows)
 
-    # Thresholds around each caption's score with its own image (text to
+    # Bounds around each caption's score with its own image (text to
     # image) and each image's best caption score (image to text).
     approx_txt, rel_err = _approx_positive_scores(img, txt, t2i)
     approx_img = torch.full((n_img,), -math.inf, dtype=torch.float64, device=device)
     approx_img.scatter_reduce_(0, t2i, approx_txt, reduce="amax", include_self=True)
     nx_max, ny_max = float(scorer.nx.max()), float(scorer.ny.max())
-    bounds = {}
-    for slices in {1, scorer.max_slices}:
-        rel = scorer.beta(slices) + rel_err
-        lo_t, hi_t = scorer.thresholds(approx_txt, rel * scorer.ny * nx_max + 2 * scorer.alpha)
-        lo_i, hi_i = scorer.thresholds(approx_img, rel * scorer.nx * ny_max + 2 * scorer.alpha)
-        bounds[slices] = (lo_t, hi_t, lo_i[:, None], hi_i[:, None])
-    slices = scorer.max_slices
+    nx_blocks = torch.nn.functional.pad(scorer.nx, (0, n_blocks * rows - n_img)).view(n_blocks, rows).amax(dim=1)
 
-    # Exact correct scores, computed only where an entry needs a recheck.
-    exact_txt = torch.full((n_txt,), math.nan, dtype=torch.float64, device=device)
-    exact_img = torch.full((n_img,), -math.inf, dtype=torch.float64, device=device)
-    img_done = torch.zeros(n_img, dtype=torch.bool, device=device)
-    all_exact = False
-
-    def exact_txt_at(cols: Tensor) -> Tensor:
-        if not all_exact:
-            todo = cols[torch.isnan(exact_txt[cols])].unique()
-            if todo.numel():
-                exact_txt[todo] = exact(t2i[todo], todo)
-        return exact_txt[cols]
-
-    def exact_img_at(img_rows: Tensor) -> Tensor:
-        if not all_exact:
-            todo = img_rows[~img_done[img_rows]].unique()
-            if todo.numel():
-                caps = torch.nonzero(torch.isin(t2i, todo)).squeeze(1)
-                exact_img.scatter_reduce_(0, t2i[caps], exact_txt_at(caps), reduce="amax", include_self=True)
-                img_done[todo] = True
-        return exact_img[img_rows]
-
-    # Wrong items certainly at or above the correct score, and those within
-    # the bound, as (image, caption) pairs to recheck exactly.
     beaten_img = torch.zeros(n_img, dtype=torch.float64, device=device)
     beaten_txt = torch.zeros(n_txt, dtype=torch.float64, device=device)
-    near_txt: list[tuple[Tensor, Tensor]] = []
-    near_img: list[tuple[Tensor, Tensor]] = []
-    n_near_total = n_checked = 0
-
-    def recheck() -> None:
-        for near, beaten, axis in ((near_txt, beaten_txt, 1), (near_img, beaten_img, 0)):
-            if near:
-                r, c = torch.cat([p for p, _ in near]), torch.cat([q for _, q in near])
-                at = c if axis == 1 else r
-                correct = exact_txt_at(c) if axis == 1 else exact_img_at(r)
-                beaten.index_add_(0, at, (exact(r, c) >= correct).to(torch.float64))
-                near.clear()
-
-    cells = min(rows, n_img) * min(chunk_size, n_txt)
-    ge = torch.empty(cells, dtype=scorer.dtype, device=device)
-    gt = torch.empty(cells, dtype=scorer.dtype, device=device)
-    prefilter = [True, True]  # per direction: skip the maxima while most lines are active anyway
-    for b in range(0, n_txt, chunk_size):
-        ct = min(chunk_size, n_txt - b)
-        own = t2i[b : b + ct]
-        order = torch.argsort(own)
-        own_sorted = own[order].tolist()
-        near_before = n_near_total
-        for a in range(0, n_img, rows):
-            ci = min(rows, n_img - a)
-            lo_t, hi_t, lo_i, hi_i = bounds[slices]
-            block = scorer.block(a, ci, b, ct, slices)
-            # Knock out the correct pairs so that only wrong items are counted.
-            cols = order[bisect.bisect_left(own_sorted, a) : bisect.bisect_left(own_sorted, a + ci)]
-            block[own[cols] - a, cols] = -math.inf
-            for dim, lo, hi, beaten, near in (
-                (0, lo_t[b : b + ct], hi_t[b : b + ct], beaten_txt, near_txt),  # per caption
-                (1, lo_i[a : a + ci], hi_i[a : a + ci], beaten_img, near_img),  # per image
-            ):
-                lines, n_above, r, c = _line_counts(block, lo, hi, dim, ge, gt, prefilter[dim])
-                if n_above is not None:
-                    start = b if dim == 0 else a
-                    if lines is None:
-                        beaten[start : start + n_above.numel()] += n_above
-                        prefilter[dim] = False
-                    else:
-                        beaten.index_add_(0, lines + start, n_above.to(torch.float64))
-                if (a // rows) % 16 == 15:
-                    prefilter[dim] = True  # look again now and then
-                if r.numel():
-                    near.append((r + a, c + b))
-                    n_near_total += r.numel()
-            if n_near_total - n_checked >= _RECHECK_BATCH:
-                recheck()
-                n_checked = n_near_total
-        recheck()
-        n_checked = n_near_total
-        if b == 0 and n_near_total - near_before <= _ONE_SLICE_NEAR * ct * n_img:
-            # Few entries near the bounds: one product per block costs less
-            # than four slices, even with the ~4x wider bound's rechecks.
-            slices = 1
-        elif b == 0 and not all_exact:
-            # Many: most correct scores will be needed, compute them at once.
-            exact_txt = exact(t2i, torch.arange(n_txt, device=device))
-            exact_img = torch.full((n_img,), -math.inf, dtype=torch.float64, device=device)
-            exact_img.scatter_reduce_(0, t2i, exact_txt, reduce="amax", include_self=True)
-            all_exact = True
+    screen = (approx_img, approx_txt, scorer.nx, scorer.ny) if rel_err > 0 else None
+    rechecks = _Rechecks(_ExactScorer(img, txt), t2i, (beaten_img, beaten_txt), screen)
+    # int8 masks of a block: [>= lo per caption, >= lo per image, > hi per caption, > hi per
+    # image]; the first two become the band masks (lo <= score <= hi), scanned 8 bytes at a
+    # time (rows padded to whole int64 words; the padding stays 0).
+    masks = torch.zeros(4 * rows * (-(-chunk // 8) * 8), dtype=torch.int8, device=device)
+    sizes = sorted({min(rows, n_img - a) for a in range(0, n_img, rows)})
+    above_img = torch.empty(n_img, dtype=torch.int32, device=device)
+    above_img_k = above_img.split(rows)
+    slices, recheck_ns = 1, _RECHECK_COST_NS * img.shape[1] / 1024
+    width = width_of = 0
+    for b in range(0, n_txt, chunk):
+        ct = min(chunk, n_txt - b)
+        beta = scorer.beta(slices)
+        ny = scorer.ny[b : b + ct]
+        # Thresholds [lo, next float above hi] (x > hi iff x >= that): per block of
+        # images and caption (2, 1, ct) each, per image (2, ci, 1) per block.
+        lo, hi = scorer.thresholds(
+            approx_txt[b : b + ct].expand(n_blocks, ct),
+            ny * (beta * nx_blocks[:, None] + rel_err * nx_max) + 2 * scorer.alpha,
+        )
+        txt_thr = torch.stack((lo, _next_up(hi)), dim=1)[:, :, None, :].unbind(0)
+        lo, hi = scorer.thresholds(approx_img, scorer.nx * (beta * float(ny.max()) + rel_err * ny_max) + 2 * scorer.alpha)
+        img_thr = torch.stack((lo, _next_up(hi)))[:, :, None].split(rows, dim=1)
+        if ct != width_of:
+            width_of, width = ct, -(-ct // 8) * 8
+            masks.zero_()
+        m_full = masks[: 4 * rows * width].view(4, rows, width)
+        m = m_full[:, :, :ct]
+        views = {ci: (m[0::2, :ci], m[1::2, :ci], m[2, :ci], m[3, :ci], m[:2, :ci], m[2:, :ci]) for ci in sizes}
+        band_words = m_full[:2].reshape(-1).view(torch.int64)
+        above_txt = torch.empty(n_blocks, ct, dtype=torch.int32, device=device)
+        above_txt_k = above_txt.unbind(0)
+        found: list[tuple[Tensor, Tensor]] = []
+        block_of = scorer.strip(b, ct, slices)
+        for k in range(n_blocks):
+            block = block_of(k)
+            ci = block.shape[0]
+            by_txt, by_img, gt_txt, gt_img, ge, gt = views[ci]
+            torch.ge(block, txt_thr[k], out=by_txt)
+            torch.ge(block, img_thr[k], out=by_img)
+            torch.sum(gt_txt, dim=0, dtype=torch.int32, out=above_txt_k[k])
+            torch.sum(gt_img, dim=1, dtype=torch.int32, out=above_img_k[k])
+            ge.sub_(gt)
+            if ci < rows:
+                m[:2, ci:].zero_()
+            words = torch.nonzero(band_words).squeeze(1)
+            found.append((words + k * band_words.numel(), band_words[words]))
+        beaten_txt[b : b + ct] += above_txt.sum(dim=0)
+        beaten_img += above_img
+        # Entries within the bounds: decode (block, word, which part) into (image, caption, direction).
+        near = _decode_band(found)
+        k, e = torch.div(near, 2 * rows * width, rounding_mode="floor"), near % (2 * rows * width)
+        by_img = e >= rows * width
+        e = e % (rows * width)
+        near_before = rechecks.n_total
+        rechecks.add(k * rows + torch.div(e, width, rounding_mode="floor"), e % width + b, by_img)
+        rechecks.flush()
+        # Slices for the next strip, from this strip's rechecks.
+        near = rechecks.n_total - near_before
+        cells = ct * n_img
+        rel_now = beta + rel_err
+        slices = min(
+            scorer.slice_choices,
+            key=lambda s: cells * (s - 1) * _SLICE_COST_NS + near * (scorer.beta(s) + rel_err) / rel_now * recheck_ns,
+        )
     return (beaten_img.to(torch.int64) + 1).cpu(), (beaten_txt.to(torch.int64) + 1).cpu()
 
 
@@ -691,8 +772,8 @@ def retrieval_recall(
     float64 dot products; identical embeddings tie however the products
     round (module docstring, "Scores and ties"). Blocks are scored in
     float32 and only entries within a rigorous rounding bound of the correct
-    score are rescored exactly, so the cost is close to that of the score
-    matrix alone and no float64 copy of the embeddings is made.
+    score are rescored (near-ties exactly), so the cost is close to that of
+    the score matrix alone and no float64 copy of the embeddings is made.
 
     Args:
         img_emb: ``(N, D)`` image embeddings.

@@ -2,6 +2,8 @@
 
 import json
 
+import torch
+
 import yaml
 
 from visem.cli import main
@@ -66,3 +68,21 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert "not a run directory" in capsys.readouterr().err
     assert main(["reproduce", "no-such-experiment", "--out", str(tmp_path)]) == 2
     assert "unknown experiment" in capsys.readouterr().err
+
+
+def test_two_runs_of_one_config_end_at_the_same_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    for out in ("a", "b"):
+        assert main(["train", "--synthetic", "--out", str(tmp_path / out), "--set", "train.steps=20"]) == 0
+    a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_device_and_precision_options_are_checked_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("VISEM_DEVICE", raising=False)  # restored after the test: the options set them
+    monkeypatch.delenv("VISEM_PRECISION", raising=False)
+    assert main(["train", "--synthetic", "--out", str(tmp_path / "x"), "--device", "tpu"]) == 2
+    assert "auto" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert main(["train", "--synthetic", "--out", str(tmp_path / "y"), "--set", "train.steps=5",
+                 "--device", "cpu", "--precision", "bf16"]) == 0

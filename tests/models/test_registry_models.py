@@ -44,6 +44,17 @@ def test_model_trains_one_step_with_finite_gradients(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_model_evaluates_its_example_held_out_data_to_finite_metrics(name):
+    model = _build(name)
+    if hasattr(model, "prepare"):  # zero-shot recognition models see the training data around training
+        model.prepare(model.example_batch(8, torch.Generator().manual_seed(1)))
+    if hasattr(model, "finalize"):
+        model.finalize(model.example_batch(8, torch.Generator().manual_seed(1)))
+    metrics = model.evaluate(model.example_eval_data(8, torch.Generator().manual_seed(0)))
+    assert metrics and all(isinstance(v, float) and v == v for v in metrics.values()), f"{name}: {metrics}"
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_model_config_rejects_unknown_keys(name):
     with pytest.raises(ConfigError, match="unknown config key"):
         resolve_config(name, {"no_such_option": 1}, dims=DIMS)

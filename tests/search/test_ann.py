@@ -302,3 +302,105 @@ def test_concurrent_searches_agree(ivf_data):
         results = list(pool.map(lambda i: index.search(queries[i::4], 10)[1], range(4)))
     for i, got in enumerate(results):
         np.testing.assert_array_equal(got, expected[i::4])
+
+
+# ---------------------------------------------------------------- ivf-pq
+@pytest.fixture(scope="module")
+def pq_data():
+    base = clustered(6000, 32, centres=40, noise=0.6, seed=20)
+    rng = np.random.default_rng(21)
+    queries = unit(base[rng.choice(6000, 200, replace=False)] + 0.3 * rng.standard_normal((200, 32)))
+    rows = base.astype(np.float16)  # what the search index stores
+    index, report = VectorIndex.build(rows, kind="ivfpq", pq_m=8, nlist=32, queries=queries, seed=0)
+    return rows, queries, index, report
+
+
+def test_ivfpq_reranks_with_exact_scores(pq_data):
+    rows, queries, index, report = pq_data
+    assert index.kind == report["kind"] == "ivfpq" and index.pq_m == report["pq_m"] == 8
+    assert report["bytes_per_vector"] == 16 and report["rerank"] == 100 and report["nlist"] == 32
+    assert report["recall_at_10"] >= 0.95
+    truth_s, truth = numpy_topk(rows.astype(np.float32), queries, 10)
+    scores, found = index.search(queries, 10)
+    # independent recall count, equal to the one the build reported on the same queries
+    hits = sum(len(set(f) & set(t)) for f, t in zip(found.tolist(), truth.tolist()))
+    assert report["recall_at_10"] == pytest.approx(hits / 2000, abs=1e-12)
+    # the returned scores are the exact inner products with the stored rows, in descending order
+    exact = np.einsum("qkd,qd->qk", rows[found].astype(np.float64), queries.astype(np.float64))
+    np.testing.assert_allclose(scores, exact, atol=1e-5)
+    assert (np.diff(scores, axis=1) <= 0).all()
+    # PQ codes alone rank far worse than after re-ranking: the re-ranking is doing the work
+    index.rows = None
+    _, approx = index.search(queries, 10)
+    index.attach_rows(rows)
+    assert recall_at_k(approx, truth, 10) < report["recall_at_10"] - 0.1
+
+
+def test_ivfpq_mmap_round_trip_and_read_only(tmp_path, pq_data, ivf_data):
+    rows, queries, index, _ = pq_data
+    index.save(tmp_path / "pq.faiss")
+    mapped = VectorIndex.load(tmp_path / "pq.faiss", mmap=True, rows=rows)
+    assert (mapped.kind, mapped.nprobe, mapped.pq_m, mapped.mmapped) == ("ivfpq", index.nprobe, 8, True)
+    np.testing.assert_array_equal(mapped.search(queries, 10)[1], index.search(queries, 10)[1])
+    with pytest.raises(ValueError, match="read-only"):
+        mapped.add(rows[:2])
+    ivf = ivf_data[2]
+    ivf.save(tmp_path / "ivf.faiss")
+    flat, _ = VectorIndex.build(ivf_data[0][:300])
+    flat.save(tmp_path / "flat.faiss")
+    for name, original in (("ivf.faiss", ivf), ("flat.faiss", flat)):
+        m = VectorIndex.load(tmp_path / name, mmap=True)
+        np.testing.assert_array_equal(m.search(ivf_data[1], 5)[1], original.search(ivf_data[1], 5)[1])
+
+
+def test_codec_indexes_new_vectors_like_the_full_index(pq_data):
+    rows, queries, index, _ = pq_data
+    assert index.codec.ntotal == 0 and index.codec.nprobe == index.nprobe
+    part = index.empty_copy()
+    part.add(rows[:1000])
+    part.attach_rows(rows[:1000])
+    # same centroids and codebooks: the first 1000 vectors' own queries find them
+    _, ids = part.search(rows[:50].astype(np.float32), 1)
+    np.testing.assert_array_equal(ids[:, 0], np.arange(50))
+
+
+def test_opq_variant_builds_and_searches():
+    base = clustered(1500, 8, centres=20, noise=0.5, seed=22)
+    index, report = VectorIndex.build(base, kind="ivfpq", opq=True, pq_m=2, nlist=8, seed=1)
+    assert index.opq and report["opq"] and index.kind == "ivfpq"
+    _, ids = index.search(base[:20], 1)
+    np.testing.assert_array_equal(ids[:, 0], np.arange(20))
+
+
+def test_kind_by_size_and_bad_pq_options():
+    from visem.search.ann import choose_kind, default_pq_m
+
+    assert [choose_kind(n, 10, 100) for n in (10, 11, 100, 101)] == ["exact", "ivf", "ivf", "ivfpq"]
+    assert (default_pq_m(256), default_pq_m(768), default_pq_m(36), default_pq_m(5)) == (32, 96, 4, 1)
+    with pytest.raises(ValueError, match="pq_m must divide"):
+        VectorIndex.build(random_unit(200, 12, seed=23), kind="ivfpq", pq_m=5, nlist=2)
+    with pytest.raises(ValueError, match="unknown index kind"):
+        VectorIndex.build(random_unit(20, 12, seed=23), kind="hnsw")
+
+
+def test_exact_search_over_float16_blocks_matches_numpy(monkeypatch):
+    import visem.search.ann as ann
+
+    base = random_unit(300, 16, seed=24).astype(np.float16)
+    queries = random_unit(9, 16, seed=25)
+    ref_s, ref_i = numpy_topk(base.astype(np.float32), queries, 12)
+    monkeypatch.setattr(ann, "BLOCK", 7)  # many blocks, the last one partial: the merge is exercised
+    s, i = exact_search(base, queries, 12)
+    np.testing.assert_array_equal(i, ref_i)
+    np.testing.assert_allclose(s, ref_s, atol=1e-5)
+
+
+def test_ivfpq_raises_its_rerank_depth_when_more_lists_stop_helping(pq_data):
+    rows, queries, _, _ = pq_data
+    index, report = VectorIndex.build(rows, kind="ivfpq", pq_m=8, nlist=32, queries=queries, seed=0, rerank=2)
+    # two candidates cannot hold the true top 10: more lists do not help, more candidates do
+    assert report["rerank"] == index.rerank > 2
+    assert report["recall_at_10"] >= 0.95 or report["rerank"] == 1000
+    assert report["nprobe"] < 32  # not a full scan
+    _, truth = numpy_topk(rows.astype(np.float32), queries, 10)
+    assert recall_at_k(index.search(queries, 10)[1], truth, 10) == pytest.approx(report["recall_at_10"])

@@ -20,7 +20,8 @@ def test_load_an_index_encode_and_search(tiny_index, tiny_collection):
     assert img.shape == (3, m.dim) and img.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(img, axis=1), 1.0, atol=1e-5)
     ids = [idx._names.index(p.name) for p in paths]
-    np.testing.assert_allclose(img, idx.embeddings[ids], atol=1e-4)  # the index's own preprocessing and model
+    # the index's own preprocessing and model (its embeddings are stored as float16: 2**-11 relative)
+    np.testing.assert_allclose(img, idx.embeddings[ids], atol=1e-3)
     from PIL import Image
 
     with Image.open(paths[0]) as im:

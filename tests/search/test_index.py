@@ -29,7 +29,8 @@ def test_build_report_and_files(tiny_index, index):
     assert rep["ann"]["kind"] == "exact" and rep["ann"]["n"] == 12
     files = {p.name for p in tiny_index.iterdir()}
     assert {"index.json", "model.safetensors", "model.yaml", "vocab.json", "captions.json", "lexical.0.json",
-            "caption_embeddings.npy", "images.0.json", "embeddings.0.npy", "vectors.0.faiss"} <= files
+            "raw.0.npy", "caption_embeddings.npy", "images.0.json", "embeddings.0.npy"} <= files
+    assert not any(f.endswith(".faiss") for f in files)  # exact search reads the embeddings themselves
     # nine captioned images: too few to hold some out, so the documented defaults (and the report says so)
     from visem.search.choose import DEFAULT_TEXT_ENCODER
     from visem.search.lexical import DEFAULT_FUSION
@@ -39,7 +40,9 @@ def test_build_report_and_files(tiny_index, index):
     assert index.fusion == DEFAULT_FUSION and index.lexical.n == 12
     assert not tiny_index.with_name(tiny_index.name + ".partial").exists()
     assert index.n_images == 12 and index.embeddings.shape == (12, index.manifest["dim"])
-    np.testing.assert_allclose(np.linalg.norm(index.embeddings, axis=1), 1.0, atol=1e-5)
+    assert index.embeddings.dtype == np.float16 and isinstance(index.embeddings, np.memmap)
+    # float16 storage: unit norm to its precision (a relative step of 2**-11 per component)
+    np.testing.assert_allclose(np.linalg.norm(index.embeddings.astype(np.float64), axis=1), 1.0, atol=2e-3)
 
 
 def test_each_caption_finds_its_own_image_first(index, tiny_items):
@@ -109,11 +112,16 @@ def test_image_queries(index, tiny_collection):
     i = index._names.index("blue_square.png")
     sim = index.similar(i, k=4)
     assert i not in [h.id for h in sim.images] and len(sim.images) == 4
+    vec = index.embeddings[i].astype(np.float32)
     raw = np.asarray(index.raw, dtype=np.float32)
-    brute = index.embeddings @ index.embeddings[i] + raw @ raw[i]
+    brute = index.embeddings @ vec + raw @ raw[i]  # learned + raw cosine (visem.search.image_space)
     brute[i] = -np.inf
     assert [h.id for h in sim.images] == np.argsort(-brute, kind="stable")[:4].tolist()
     np.testing.assert_allclose([h.score for h in sim.images], np.sort(brute)[::-1][:4], atol=1e-3)
+    # image to caption goes through the captions' vector store: the same ranking as brute force
+    cap_scores = index.caption_embeddings.astype(np.float32) @ vec
+    assert [index._captions.index(c.caption) for c in sim.captions] == np.argsort(-cap_scores, kind="stable")[:4].tolist()
+    np.testing.assert_allclose([c.score for c in sim.captions], np.sort(cap_scores)[::-1][:4], atol=1e-5)
     with pytest.raises(QueryError, match="not a readable image"):
         index.search_image(b"definitely not an image")
     with pytest.raises(KeyError):
@@ -158,7 +166,15 @@ def test_add_images_then_search_them(tiny_index, tiny_collection, tmp_path, draw
     assert rep["added"] == 2 and rep["already_indexed"] == 1 and rep["skipped"] == {"unreadable": 1}
     assert rep["n_images"] == 14 and idx.n_images == 14
     assert idx.manifest["generation"] == 1 and len(idx.roots) == 2
-    assert not (idx_dir / "embeddings.0.npy").exists() and (idx_dir / "embeddings.1.npy").exists()
+    # the new generation holds only the new images; generation 0's files are untouched
+    assert np.load(idx_dir / "embeddings.1.npy").shape == (2, idx.manifest["dim"])
+    assert (idx_dir / "embeddings.0.npy").read_bytes() == (tiny_index / "embeddings.0.npy").read_bytes()
+    assert (idx_dir / "images.0.json").read_bytes() == (tiny_index / "images.0.json").read_bytes()
+    # so do its sides: the new images' lexical documents and raw features, generation 0's untouched
+    assert np.load(idx_dir / "raw.1.npy").shape == (2, 1280) and idx.lexical.n == 14
+    assert len(json.loads((idx_dir / "lexical.1.json").read_text())["documents"]) == 2
+    for f in ("raw.0.npy", "lexical.0.json"):
+        assert (idx_dir / f).read_bytes() == (tiny_index / f).read_bytes()
     reopened = SearchIndex.open(idx_dir)
     hit = reopened.search_image(new / "tiny_square.png", k=1).images[0]
     assert hit.name == "tiny_square.png" and hit.score == pytest.approx(2.0, abs=1e-3)
@@ -240,21 +256,21 @@ def test_bad_rows_are_reported_and_skipped(tmp_path, tiny_items, draw_image):
 
 
 def test_interrupted_build_resumes_to_the_same_index(tiny_collection, tiny_index, tmp_path, monkeypatch):
-    import visem.search.ann as ann_mod
+    import visem.search.vectors as vectors_mod
 
     folder, ann = tiny_collection
     out = tmp_path / "index"
-    real = ann_mod.VectorIndex.build
+    real = vectors_mod.build_store
 
     def crash(*a, **k):
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(ann_mod.VectorIndex, "build", crash)
+    monkeypatch.setattr(vectors_mod, "build_store", crash)
     with pytest.raises(RuntimeError, match="killed"):
         build_index(folder, ann, out, BuildOptions(**TINY_OPTIONS))
     partial = out.with_name("index.partial")
     assert not out.exists() and any((partial / "train").iterdir())
-    monkeypatch.setattr(ann_mod.VectorIndex, "build", real)
+    monkeypatch.setattr(vectors_mod, "build_store", real)
     build_index(folder, ann, out, BuildOptions(**TINY_OPTIONS))
     assert not partial.exists()
     np.testing.assert_array_equal(np.load(out / "embeddings.0.npy"), np.load(tiny_index / "embeddings.0.npy"))
@@ -282,3 +298,19 @@ def test_pseudo_captions_from_tags_else_imagenet_classes(tiny_collection):
     first_names = {c.split(",")[0].strip() for c in imagenet_classes()}
     words = caps[1]
     assert words and any(words.startswith(n) for n in first_names)
+
+
+def test_cli_info_search_and_bad_backend_options(tiny_index, tiny_collection, tmp_path, capsys):
+    from visem.cli import main
+
+    assert main(["index", "info", str(tiny_index)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["ann"]["kind"] == "exact" and info["ann"]["backend"] == "faiss" and info["generations"] == 1
+    assert main(["search", str(tiny_index), "a red circle", "--json", "-k", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["results"][0]["name"] == "red_circle.png"
+    folder, ann = tiny_collection
+    code = main(["index", "build", "--images", str(folder), "--captions", str(ann), "--out", str(tmp_path / "x"),
+                 "--backend", "milvus", "--index-type", "ivf", "--quiet"])
+    assert code == 2 and "picks its own" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -14,8 +14,14 @@ import pytest
 from visem.cli import main
 from visem.search import BuildOptions, SearchIndex, build_index
 from visem.search.collection import load_collection
+from visem.search.features import scan_images
 
 FAST = dict(steps=3, batch_size=4, embed_dim=16)
+
+
+def _collection(folder, captions=None):
+    """A collection read as a build reads it (one scan of the files, features into the store)."""
+    return load_collection(folder, captions, lambda paths: scan_images(paths, regions=False, crop=1.0, workers=0))
 
 
 def _jpeg(path, truncate: bool = False) -> None:
@@ -38,7 +44,7 @@ def test_truncated_jpeg_is_skipped_and_listed(tmp_path, tiny_index, draw_image):
     _jpeg(folder / "cut.jpg", truncate=True)
     with Image.open(folder / "cut.jpg") as im:
         im.verify()  # passes PIL's verify(): only decoding finds the truncation
-    col = load_collection(folder, None)
+    col = _collection(folder, None)
     assert col.names == ["a.png", "b.png"] and col.skipped == {"unreadable": 1}
     assert "cut.jpg" in col.problems[0] and "truncated" in col.problems[0]
     idx_dir = tmp_path / "index"
@@ -52,21 +58,21 @@ def test_truncated_jpeg_is_skipped_and_listed(tmp_path, tiny_index, draw_image):
 
 
 def test_damaged_checkpoint_in_partial_is_discarded_and_training_restarted(tiny_collection, tmp_path, monkeypatch):
-    import visem.search.ann as ann_mod
+    import visem.search.vectors as vectors_mod
 
     folder, ann = tiny_collection
     out = tmp_path / "index"
-    real = ann_mod.VectorIndex.build
+    real = vectors_mod.build_store
 
     def crash(*a, **k):
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(ann_mod.VectorIndex, "build", crash)
+    monkeypatch.setattr(vectors_mod, "build_store", crash)  # killed after training, before the vector index
     with pytest.raises(RuntimeError, match="killed"):
         build_index(folder, ann, out, BuildOptions(**FAST))
     ckpt = out.with_name("index.partial") / "train" / "checkpoint.safetensors"
     ckpt.write_bytes(ckpt.read_bytes()[:100])  # a disk filled up mid-write, say
-    monkeypatch.setattr(ann_mod.VectorIndex, "build", real)
+    monkeypatch.setattr(vectors_mod, "build_store", real)
     rep = build_index(folder, ann, out, BuildOptions(**FAST))
     assert any("damaged training checkpoint" in n and "restarted" in n for n in rep.notes)
     assert SearchIndex.open(out).n_images == 12
@@ -146,7 +152,7 @@ def test_problem_lists_end_with_and_n_more(tmp_path, draw_image):
     draw_image(tmp_path / "a.png", "red", "circle")
     for i in range(25):
         (tmp_path / f"bad{i:02d}.png").write_bytes(b"not a png")
-    col = load_collection(tmp_path, None)
+    col = _collection(tmp_path, None)
     assert col.skipped == {"unreadable": 25}
     assert len(col.problems) == 21 and col.problems[-1] == "... and 5 more"
 
@@ -162,7 +168,7 @@ def test_symlinks_and_absolute_paths_outside_the_folder_are_refused(tmp_path, dr
     ann = folder / "c.csv"
     ann.write_text(f"image,caption\na.png,a red circle\n{outside / 'secret.png'},a green triangle\n"
                    "link.png,a linked triangle\n")
-    col = load_collection(folder, ann)
+    col = _collection(folder, ann)
     assert col.names == ["a.png", "b.png"] and col.skipped == {"outside_folder": 2}
     assert all("outside the image folder" in p for p in col.problems)
     assert col.captions == ["a red circle"]
@@ -196,7 +202,7 @@ def test_unicode_captions_count_and_wordless_ones_are_reported(tmp_path, draw_im
         draw_image(tmp_path / name, "red", "circle", size=40 + ord(name[0]))
     ann = tmp_path / "c.csv"
     ann.write_text("image,caption\na.png,Красное сердце\nb.png,café crème\nc.png,!!! ???\n", encoding="utf-8")
-    col = load_collection(tmp_path, ann)
+    col = _collection(tmp_path, ann)
     assert col.captions == ["Красное сердце", "café crème"]  # counted as captions, not emptied
     assert tokenize(col.captions[0]) == ["красное", "сердце"] and tokenize(col.captions[1]) == ["café", "crème"]
     assert len(col.notes) == 1 and "1 caption(s) with no usable word ('!!! ???')" in col.notes[0]

@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    quiet = _join_torchrun()
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, FloatingPointError) as exc:
@@ -44,6 +45,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if quiet is not None:
+            sys.stdout = quiet
+
+
+def _join_torchrun():
+    """Under ``torchrun``: join the process group; ranks other than 0 print nothing to stdout.
+
+    Returns the stdout to restore (``None`` when nothing was changed).
+    Errors still reach stderr from every rank.
+    """
+    from visem.train.distributed import init_from_env, is_main, launched_by_torchrun
+
+    if not launched_by_torchrun():
+        return None
+    init_from_env()
+    if is_main():
+        return None
+    import os
+
+    saved, sys.stdout = sys.stdout, open(os.devnull, "w")
+    return saved
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,6 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.steps=100 (repeatable)")
     add_threads_option(p)
+    add_device_options(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a finished run on its held-out data")
@@ -42,6 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="override a setting of the experiment, e.g. --set train.steps=20000 (repeatable; "
                         "unknown keys are errors that list the known ones)")
     add_threads_option(p)
+    add_device_options(p)
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("demo", help="the main job of `make demo`: an emoji search index from 20%% of the captions")
@@ -61,6 +63,29 @@ def add_threads_option(p: argparse.ArgumentParser, default: int | None = 1) -> N
     else:
         why = "default: torch's, one per core, for the image encoder's convolutions"
     p.add_argument("--threads", type=int, default=default, metavar="N", help=f"CPU threads for torch ({why})")
+
+
+def add_device_options(p: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--precision``: where every model of the command trains (``train.device`` /
+    ``train.precision`` left at ``auto`` take them; the worker processes of an experiment inherit them)."""
+    from visem.runtime import DEVICE_HELP
+
+    p.add_argument("--device", default=None, metavar="DEV", help=f"{DEVICE_HELP}; default auto")
+    p.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16"),
+                   help="training precision: autocast to bf16 or fp16 (with a gradient scaler); default fp32")
+
+
+def apply_device_options(args: argparse.Namespace) -> None:
+    """Check ``--device`` / ``--precision`` now (a clear error before any work) and pass them on."""
+    import os
+
+    from visem.runtime import resolve_device, resolve_precision
+
+    if getattr(args, "device", None):
+        resolve_device(args.device)
+        os.environ["VISEM_DEVICE"] = args.device
+    if getattr(args, "precision", None):
+        os.environ["VISEM_PRECISION"] = resolve_precision(args.precision)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -91,6 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from visem.train.run import load_run_config, train_run
 
     set_threads(args.threads)
+    apply_device_options(args)
     overrides = parse_overrides(args.overrides)
     if args.synthetic:
         if args.config:
@@ -122,6 +148,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from visem.runtime import set_threads
 
     set_threads(args.threads)
+    apply_device_options(args)
     if args.quick:
         print(QUICK_BANNER)
     if args.out:

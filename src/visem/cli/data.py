@@ -42,20 +42,27 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _features(args: argparse.Namespace) -> int:
+    from visem import distributed
     from visem.features import compute_features
+    from visem.features.files import process_group_from_env
 
-    res = compute_features(
-        args.name,
-        args.kind,
-        split=args.split,
-        style=args.style,
-        limit=args.limit,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        progress=not args.no_progress,
-        force=args.force,
-        out=args.out,
-    )
+    with process_group_from_env():  # under torchrun: each rank encodes its share, rank 0 writes and prints
+        res = compute_features(
+            args.name,
+            args.kind,
+            split=args.split,
+            style=args.style,
+            limit=args.limit,
+            image_size=args.image_size,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+            force=args.force,
+            out=args.out,
+            workers=args.workers,
+        )
+        main = distributed.is_main()  # asked inside: the process group ends with the block
+    if not main:
+        return 0
     a = res.array
     print(f"{args.name} {args.kind}: {a.dtype} {tuple(a.shape)} ({'cached' if res.cached else 'computed'})")
     print(f"cache: {res.path}")
@@ -104,6 +111,8 @@ def add_parser(subparsers) -> None:
     f.add_argument("--limit", type=int, help="only the first N rows")
     f.add_argument("--image-size", type=int, default=224, help="EfficientNet input size (224 gives the 7x7 grid)")
     f.add_argument("--batch-size", type=int, default=32)
+    f.add_argument("--workers", type=int, default=None,
+                   help="image-decoding worker processes (default: from the machine; 0 decodes in this process)")
     f.add_argument("--force", action="store_true", help="recompute even if cached")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
     f.set_defaults(func=_features)

@@ -25,6 +25,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--embed-dim", type=int, default=256)
     b.add_argument("--crop", type=float, default=1.0, help="centre-crop fraction before resizing (0.875 for photos)")
     b.add_argument("--exact-max", type=int, default=50_000, help="exact search up to this many images, IVF above")
+    b.add_argument("--ivf-max", type=int, default=250_000, help="IVF (float32 lists) up to this many images, IVF-PQ above")
+    b.add_argument("--index-type", choices=["auto", "exact", "ivf", "ivfpq"], default="auto",
+                   help="force the vector index's structure (default: by the number of images)")
+    b.add_argument("--opq", action="store_true", help="IVF-PQ: learn an OPQ rotation before product quantization")
+    b.add_argument("--rerank", type=int, default=100,
+                   help="IVF-PQ: candidates re-scored exactly per query (raised at build, up to 1000, when probing "
+                        "more lists stops raising recall)")
+    b.add_argument("--backend", choices=["faiss", "milvus"], default="faiss",
+                   help="where the vectors are searched: faiss files in the index folder, or Milvus")
+    b.add_argument("--uri", default=None,
+                   help="Milvus: a Milvus Lite file (relative to the index folder; default milvus.db) or a server URL")
+    b.add_argument("--workers", type=int, default=None,
+                   help="image-decoding worker processes (default: from the machine; 0 decodes in this process)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="a model config value, e.g. --set heads=2 (repeatable)")
@@ -51,6 +64,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--captions", default=None,
                    help="CSV or JSONL of the new images' tags and captions: their words become searchable")
     a.add_argument("--quiet", action="store_true")
+    a.add_argument("--workers", type=int, default=None, help="image-decoding worker processes (default: from the machine)")
     a.set_defaults(func=cmd_add)
 
     e = isub.add_parser("eval", help="R@1/5/10 both ways on held-out image,caption rows")
@@ -108,10 +122,17 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     opts = BuildOptions(method=args.method, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                         embed_dim=args.embed_dim, seed=args.seed, crop=args.crop, exact_max=args.exact_max,
+                        ivf_max=args.ivf_max, index_type=None if args.index_type == "auto" else args.index_type,
+                        opq=args.opq, rerank=args.rerank, backend=args.backend, uri=args.uri, workers=args.workers,
                         model=parse_overrides(args.overrides), progress=not args.quiet,
                         text_encoder=args.text_encoder, image_encoder=args.image_encoder,
                         fusion=parse_fusion(args.fusion) or None, choose=args.choose, regions=args.regions).check()
-    rep = build_index(args.images, args.captions, args.out, opts, source=args.source, overwrite=args.force)
+    from visem.features.files import process_group_from_env
+
+    with process_group_from_env():  # under torchrun: every rank extracts features, rank 0 builds
+        rep = build_index(args.images, args.captions, args.out, opts, source=args.source, overwrite=args.force)
+    if rep is None:
+        return 0
     print(f"method: {rep.method} ({rep.reason})")
     print(f"images: {rep.n_images} ({rep.n_captioned} captioned, {rep.n_captions} captions; "
           f"{rep.n_pseudo} with pseudo captions from {rep.pseudo_source})")
@@ -124,20 +145,35 @@ def cmd_build(args: argparse.Namespace) -> int:
     for row in c.get("candidates", []):
         print(f"  held-out rsum, {row['method']} + {row['text_encoder']}: dense {row['dense_rsum']:.1f}, "
               f"fused ({fusion_label(row['fusion'])}) {row['fused_rsum']:.1f}")
-    ann = rep.ann
-    if ann["kind"] == "exact":
-        print(f"vectors: exact inner-product search over {ann['n']} x {ann['dim']}")
-    else:
-        print(f"vectors: IVF ({ann['nlist']} lists, nprobe {ann['nprobe']}) over {ann['n']} x {ann['dim']}; "
-              f"recall@10 against exact search {ann['recall_at_10']:.3f} on {ann['n_queries']} queries")
+    print("vectors: " + describe_ann(rep.ann))
     print(f"trained {rep.steps} steps; built in {rep.seconds:.0f} s -> {args.out}")
     return 0
+
+
+def describe_ann(ann: dict) -> str:
+    """One line on the vector index a build made (its report's ``ann``)."""
+    where = " in Milvus" if ann.get("backend") == "milvus" else ""
+    size = f"{ann['n']} x {ann['dim']}"
+    if ann["kind"] == "exact":
+        return f"exact inner-product search over {size}{where}"
+    lists = f"{ann['nlist']} lists, nprobe {ann['nprobe']}"
+    if ann["kind"] == "ivf":
+        what = f"IVF ({lists})"
+    elif ann["kind"] == "ivfpq":
+        what = (f"IVF-PQ{' with OPQ' if ann.get('opq') else ''} ({lists}, {ann['pq_m']}-byte codes, "
+                f"top {ann['rerank']} re-ranked exactly)")
+    else:
+        what = ann["kind"]
+    recall = (f"; recall@10 against exact search {ann['recall_at_10']:.3f} on {ann['n_queries']} queries"
+              if ann.get("n_queries") else "")
+    return f"{what} over {size}{where}{recall}"
 
 
 def cmd_add(args: argparse.Namespace) -> int:
     from visem.search import SearchIndex
 
-    rep = SearchIndex.open(args.index).add_images(args.images, progress=not args.quiet, captions=args.captions)
+    rep = SearchIndex.open(args.index).add_images(args.images, progress=not args.quiet, captions=args.captions,
+                                                  workers=args.workers)
     print(f"added {rep['added']} images ({rep['already_indexed']} already indexed); index now {rep['n_images']}")
     _print_skips(rep["skipped"], rep["problems"])
     return 0

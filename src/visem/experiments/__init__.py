@@ -189,12 +189,17 @@ def reproduce(name: str, out_dir: str | Path, quick: bool = False, data: str | P
         if "overrides" not in inspect.signature(exp.run).parameters:
             raise ConfigError(f"experiment {name!r} takes no --set (its settings are fixed)")
         options["overrides"] = dict(overrides)
+    from visem.distributed import is_main, world_size
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = exp.run(out_dir, quick, **options)
     validate_results(results, name)
     results["config"] = {**results["config"], "quick": bool(quick), "overrides": dict(overrides or {})}
-    atomic_write_json(out_dir / "results.json", results)
+    if world_size() > 1:
+        results["config"]["world_size"] = world_size()
+    if is_main():
+        atomic_write_json(out_dir / "results.json", results)
     return results
 
 

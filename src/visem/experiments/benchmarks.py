@@ -527,22 +527,18 @@ PRECOMP_QUICK: dict[str, Any] = {
 def _precomp_job(inputs: str, out_dir: str, seed: int, setting: str, s: dict[str, Any], train_rows: np.ndarray,
                  val_rows: np.ndarray | None, protocols: list[EvalProtocol], progress: bool) -> dict[str, Any]:
     """One (seed, setting) cell of the precomp grid, in a worker process; cached as JSON (resume)."""
-    import json
-
+    from visem.experiments.parallel import cached_json
     from visem.experiments.retrieval import load_corpus
     from visem.experiments.sparse import parse_setting
-    from visem.io import atomic_write_json
 
-    done = Path(out_dir) / f"seed{seed}" / setting / "result.json"
-    if done.is_file():
-        return json.loads(done.read_text())
-    corpus = load_corpus(Path(inputs))
-    budget = Budget.from_settings({**s, "max_len": int(s["max_len"]) or 10**6}, progress)
-    res = sparse_grid(corpus, Path(out_dir) / f"seed{seed}", budget, train_rows, protocols, seed=seed,
-                      settings=[parse_setting(setting)], models=s["models"], pseudo=nearest_caption_pseudo(corpus),
-                      val_img=val_rows)
-    atomic_write_json(done, res)
-    return res
+    def run() -> dict[str, Any]:
+        corpus = load_corpus(Path(inputs))
+        budget = Budget.from_settings({**s, "max_len": int(s["max_len"]) or 10**6}, progress)
+        return sparse_grid(corpus, Path(out_dir) / f"seed{seed}", budget, train_rows, protocols, seed=seed,
+                           settings=[parse_setting(setting)], models=s["models"],
+                           pseudo=nearest_caption_pseudo(corpus), val_img=val_rows)
+
+    return cached_json(Path(out_dir) / f"seed{seed}" / setting / "result.json", run)
 
 
 @register_experiment("retrieval-precomp", description="VSE++, SCAN and A3VSE, full and sparse (seed 003 grid), "

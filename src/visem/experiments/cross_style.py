@@ -199,20 +199,16 @@ QUICK_OVERRIDES: dict[str, Any] = {
 
 
 def _cross_job(quick: bool, out_dir: str, seed: int, s: dict[str, Any], progress: bool) -> dict[str, Any]:
-    import json
+    from visem.experiments.parallel import cached_json
 
-    from visem.io import atomic_write_json
+    def run() -> dict[str, Any]:
+        corpus = emoji_corpus(grid=False, progress=progress)
+        if quick:
+            corpus = corpus.subset(np.flatnonzero(corpus.concept < 60))
+        return cross_style(corpus, Path(out_dir) / f"seed{seed}", Budget.from_settings(s, progress), seed,
+                           models=s["models"])
 
-    done = Path(out_dir) / f"seed{seed}" / "result.json"
-    if done.is_file():
-        return json.loads(done.read_text())
-    corpus = emoji_corpus(grid=False, progress=progress)
-    if quick:
-        corpus = corpus.subset(np.flatnonzero(corpus.concept < 60))
-    res = cross_style(corpus, Path(out_dir) / f"seed{seed}", Budget.from_settings(s, progress), seed,
-                      models=s["models"])
-    atomic_write_json(done, res)
-    return res
+    return cached_json(Path(out_dir) / f"seed{seed}" / "result.json", run)
 
 
 @register_experiment("emoji-cross-style",

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor, as_completed
+import json
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from visem.runtime import cpu_count, set_threads
 
-__all__ = ["run_parallel"]
+__all__ = ["cached_json", "run_parallel"]
 
 
 def _init_worker(threads: int) -> None:
@@ -31,11 +33,17 @@ def run_parallel(fn: Callable[..., Any], jobs: Sequence[Mapping[str, Any]], work
     process (at most one per job); ``workers <= 1`` runs the jobs here, in
     order. Worker processes are started with ``spawn`` (no state inherited
     from the parent's threads). ``progress``: a bar over the finished jobs.
+    Under ``torchrun`` the jobs run here, in order, on every rank: each trains
+    data-parallel over the processes instead.
     """
     from tqdm.auto import tqdm
 
+    from visem.distributed import is_distributed
+
     jobs = list(jobs)
     n = min(len(jobs), cpu_count() if workers is None else int(workers))
+    if is_distributed():  # under torchrun every rank runs every job in order, each one data-parallel
+        n = 1
     bar = tqdm(total=len(jobs), disable=not progress, desc="runs", leave=False)
     try:
         if n <= 1:
@@ -53,3 +61,24 @@ def run_parallel(fn: Callable[..., Any], jobs: Sequence[Mapping[str, Any]], work
             return [f.result() for f in futures]
     finally:
         bar.close()
+
+
+def cached_json(path: str | Path, compute: Callable[[], Any]) -> Any:
+    """``compute()``, cached as JSON at ``path`` so that a stopped experiment resumes its finished runs.
+
+    Under ``torchrun`` rank 0 decides whether the cache holds the run (every
+    rank follows, so they stay in step without a shared file system) and
+    alone writes it.
+    """
+    from visem.distributed import broadcast_object, is_main
+    from visem.io import atomic_write_json
+
+    path = Path(path)
+    found = json.loads(path.read_text()) if is_main() and path.is_file() else None
+    found = broadcast_object(found)
+    if found is not None:
+        return found
+    result = compute()
+    if is_main():
+        atomic_write_json(path, result)
+    return result

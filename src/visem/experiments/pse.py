@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from visem import distributed as dist
 from visem.config import ConfigError, dump_yaml, load_yaml, to_dict
 from visem.experiments import register_experiment, settings as resolve_settings
 from visem.experiments.parallel import run_parallel
@@ -126,6 +127,11 @@ def _figure(width: float, height: float):
 
 
 def _save(fig, path: Path) -> Path:
+    """Write ``fig`` as PNG at ``path`` (rank 0 alone under torchrun)."""
+    from visem.distributed import is_main
+
+    if not is_main():
+        return path
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", bbox_inches="tight")
     return path
@@ -222,10 +228,11 @@ def plot_strips(strips: Sequence[tuple[str, Tensor]], path: Path) -> Path:
 # training one run, and everything measured on it (one job of run_parallel)
 # --------------------------------------------------------------------------
 def train_model(name: str, params: Mapping[str, Any], data: Mapping[str, Any], steps: int, run_dir: Path,
-                seed: int = 0, progress: bool = False, before_fit: Callable[[Any, Any], None] | None = None):
+                seed: int = 0, progress: bool = False, before_fit: Callable[[Any, Any], None] | None = None,
+                batch_size: int = 100, lr: float = 1e-3):
     """Train registered model ``name`` on a labels task with seed 002's optimiser settings.
 
-    Adam 1e-3, batch 100 (Appendix A). The run folder holds ``config.yaml``,
+    Adam 1e-3, batch 100 (Appendix A; ``--set train.batch_size`` / ``train.lr`` change them). The run folder holds ``config.yaml``,
     checkpoints and ``metrics.csv`` as for ``visem train``; a run folder with
     a finished run of the same config is loaded, not retrained.
     ``before_fit(model, task)`` sees the model at its initialisation.
@@ -233,24 +240,24 @@ def train_model(name: str, params: Mapping[str, Any], data: Mapping[str, Any], s
     """
     from visem.train.run import RunConfig, prepare
     from visem.train.sampler import BatchSampler
-    from visem.train.trainer import TrainConfig, Trainer, seed_everything
+    from visem.train.trainer import TrainConfig, Trainer
 
     cfg = RunConfig(
         model={"name": name, **dict(params)},
         data=dict(data),
-        train=TrainConfig(steps=steps, batch_size=BATCH_SIZE, lr=LR, seed=seed, log_every=max(1, steps // 20),
+        train=TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, log_every=max(1, steps // 20),
                           checkpoint_every=steps, progress=progress),
     )
-    seed_everything(seed)  # model initialisation
     resolved, task, model = prepare(cfg)
     saved = run_dir / "config.yaml"
     if saved.exists() and load_yaml(saved) != to_dict(resolved):
         raise ConfigError(f"{run_dir} holds a run with a different config ({saved}); use a new --out or delete it")
     if before_fit is not None:
         before_fit(model, task)
-    dump_yaml(to_dict(resolved), saved)
     t0 = time.perf_counter()
-    Trainer(model, BatchSampler(task.train, BATCH_SIZE, seed=seed), resolved.train, run_dir, static=task.static).fit()
+    if dist.is_main():
+        dump_yaml(to_dict(resolved), saved)
+    Trainer(model, BatchSampler(task.train, batch_size, seed=seed), resolved.train, run_dir, static=task.static).fit()
     model.eval()
     return model, task, time.perf_counter() - t0
 
@@ -317,7 +324,7 @@ def term_shares(model, batches: Sequence[Mapping[str, Tensor]], progress: float,
 
 def run_job(name: str, params: Mapping[str, Any], data: Mapping[str, Any], steps: int, seed: int, run_dir: str,
             classifier: Mapping[str, Any] | None = None, generation: Mapping[str, int] | None = None,
-            shares: bool = True, progress: bool = False) -> dict[str, Any]:
+            shares: bool = True, progress: bool = False, batch_size: int = 100, lr: float = 1e-3) -> dict[str, Any]:
     """Train one model (one seed), evaluate it; what :func:`run_parallel` runs in a worker.
 
     ``classifier``: ``{"dataset", "recipe"}`` of the cached scoring CNN (the
@@ -333,7 +340,8 @@ def run_job(name: str, params: Mapping[str, Any], data: Mapping[str, Any], steps
         if shares:
             start.update(term_shares(model, share_batches(task), 0.0))
 
-    model, task, secs = train_model(name, params, data, steps, Path(run_dir), seed, progress, at_init)
+    model, task, secs = train_model(name, params, data, steps, Path(run_dir), seed, progress, at_init,
+                                    batch_size=batch_size, lr=lr)
     t0 = time.perf_counter()
     emb = task.static["class_emb"]
     x, y = task.test["image"], task.test["label"]
@@ -417,12 +425,12 @@ def _parse_rows(rows: Sequence[Any], key: str) -> list[tuple[str, int]]:
 def _table_defaults(quick: bool) -> dict[str, Any]:
     """The built-in settings of ``pse-mnist`` / ``pse-fashion-mnist`` (``--quick`` shortens them)."""
     if quick:
-        return {"seeds": 1, "train": {"steps": 400}, "rows": [f"{m}:10" for m in MODEL_ORDER],
+        return {"seeds": 1, "train": {"steps": 400, "batch_size": BATCH_SIZE, "lr": LR}, "rows": [f"{m}:10" for m in MODEL_ORDER],
                 "long": {"steps": [], "rows": ["pse:10"], "seeds": 1}, "plot_steps": 30,
                 "generation": {"n_per_label": 200, "repeats": 1},
                 "classifier": {"epochs": 1, "n_train": 10000}, "test_size": 2000, "workers": None,
                 "shares": True}
-    return {"seeds": 5, "train": {"steps": 2000},
+    return {"seeds": 5, "train": {"steps": 2000, "batch_size": BATCH_SIZE, "lr": LR},
             "rows": [f"{m}:10" for m in MODEL_ORDER] + ["pse:20", "pse-star:20"],
             "long": {"steps": [], "rows": ["pse:10"], "seeds": 5}, "plot_steps": 2000,
             "generation": {"n_per_label": 10000, "repeats": 1},
@@ -490,6 +498,7 @@ def run_tables(dataset: str, out_dir: Path, quick: bool = False, seed: int = 0, 
     data = {"name": f"{dataset}-labels", "label_encoding": "one-hot", "test_size": s["test_size"]}
     runs, fig_dir = out_dir / "runs", out_dir / "figures"
     steps = s["train"]["steps"]
+    opt = {"batch_size": int(s["train"]["batch_size"]), "lr": float(s["train"]["lr"])}
     seeds = [seed + i for i in range(s["seeds"])]
     groups: list[tuple[str, int, int, list[int]]] = [(m, d, steps, seeds) for m, d in rows_spec]
     groups += [(m, d, n, [seed + i for i in range(k)]) for n, k in zip(long_steps, long_seeds) for m, d in long_spec]
@@ -500,13 +509,13 @@ def run_tables(dataset: str, out_dir: Path, quick: bool = False, seed: int = 0, 
             jobs.append({"name": name, "params": {"latent_dim": latent}, "data": data, "steps": n, "seed": sd,
                          "run_dir": str(runs / f"{name}-{latent}d-{n}steps-seed{sd}"), "classifier": cls_ref,
                          "generation": dict(s["generation"]), "shares": bool(s["shares"]),
-                         "progress": progress and solo})
+                         "progress": progress and solo, **opt})
             where.append(g)
     plot_runs = {name: runs / f"{name}-2d-{s['plot_steps']}steps-seed{seed}" for name in MODEL_ORDER}
     for name, run in plot_runs.items():
         jobs.append({"name": name, "params": {"latent_dim": 2}, "data": data, "steps": s["plot_steps"], "seed": seed,
                      "run_dir": str(run), "classifier": None, "generation": None, "shares": False,
-                     "progress": progress and solo})
+                     "progress": progress and solo, **opt})
         where.append(None)
     done = run_jobs(jobs, s["workers"])
     t_trained = time.perf_counter()
@@ -537,7 +546,7 @@ def run_tables(dataset: str, out_dir: Path, quick: bool = False, seed: int = 0, 
 
     def load(name: str, latent: int, n: int, run: Path):
         if (name, latent, n) not in loaded:
-            loaded[(name, latent, n)] = train_model(name, {"latent_dim": latent}, data, n, run, seed)[:2]
+            loaded[(name, latent, n)] = train_model(name, {"latent_dim": latent}, data, n, run, seed, **opt)[:2]
         return loaded[(name, latent, n)]
 
     main = 10
@@ -642,6 +651,7 @@ def run_word_vectors(out_dir: Path, quick: bool = False, seed: int = 0, progress
     classifier, cls_info, cls_ref = _classifier(dataset, s, progress)
     names = _images(dataset, "train", None)[2]
     latent, steps = 10, s["train"]["steps"]
+    opt = {"batch_size": int(s["train"]["batch_size"]), "lr": float(s["train"]["lr"])}
     seeds = [seed + i for i in range(s["seeds"])]
     solo = s["workers"] is not None and int(s["workers"]) <= 1
     groups, jobs, where = [], [], []
@@ -656,7 +666,7 @@ def run_word_vectors(out_dir: Path, quick: bool = False, seed: int = 0, progress
                 jobs.append({"name": name, "params": params, "data": data, "steps": steps, "seed": sd,
                              "run_dir": str(out_dir / "runs" / f"{name}-{enc}-{latent}d-{steps}steps-seed{sd}"),
                              "classifier": cls_ref, "generation": dict(s["generation"]), "shares": bool(s["shares"]),
-                             "progress": progress and solo})
+                             "progress": progress and solo, **opt})
                 where.append(len(groups) - 1)
     done = run_jobs(jobs, s["workers"])
     rows, per_seed, timings, shares = [], {}, {}, {}
@@ -671,7 +681,7 @@ def run_word_vectors(out_dir: Path, quick: bool = False, seed: int = 0, progress
     # section 5: unseen words, label averages, interpolation (PSE* with word vectors, seed 0, Figure 5)
     name, enc, params, data = groups[[(g[0], g[1]) for g in groups].index(("pse-star", "word-vectors"))]
     model, task, _ = train_model(name, params, data, steps,
-                                 out_dir / "runs" / f"{name}-{enc}-{latent}d-{steps}steps-seed{seeds[0]}", seeds[0])
+                                 out_dir / "runs" / f"{name}-{enc}-{latent}d-{steps}steps-seed{seeds[0]}", seeds[0], **opt)
     rows.append(floor_row(task, latent_dim=0, features="none"))
     emb = task.static["class_emb"]
     fig_dir = out_dir / "figures"

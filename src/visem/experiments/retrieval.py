@@ -341,8 +341,11 @@ def metrics_of(model, data: Mapping[str, Any]) -> dict[str, float]:
 
 def save_partial(out_dir: Path, rows: list[dict[str, Any]]) -> None:
     """Rows so far, in ``out_dir/rows.partial.json`` (a long run that is stopped keeps them)."""
+    from visem.distributed import is_main
     from visem.io import atomic_write_json
 
+    if not is_main():
+        return
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "rows.partial.json", rows)
 

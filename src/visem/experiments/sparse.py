@@ -41,7 +41,6 @@ printed beside ours but never matched to emoji rows.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -50,7 +49,7 @@ import numpy as np
 import torch
 
 from visem.experiments import register_experiment, settings as resolve_settings
-from visem.experiments.parallel import run_parallel
+from visem.experiments.parallel import cached_json, run_parallel
 from visem.experiments.retrieval import (
     Budget,
     Corpus,
@@ -75,7 +74,6 @@ from visem.experiments.retrieval import (
     train_model,
 )
 from visem.features.text import TextTable
-from visem.io import atomic_write_json
 from visem.models.tag_match import TagMatcher
 from visem.train.sampler import IndexSampler, MultiSampler
 
@@ -452,17 +450,17 @@ def setting_list(value: Any) -> list[tuple[float, int]]:
 
 def _sparse_job(inputs: str, out_dir: str, seed: int, setting: str, s: dict[str, Any], progress: bool) -> dict[str, Any]:
     """One (seed, setting) cell of the grid, in a worker process; its result is cached as JSON (resume)."""
-    done = Path(out_dir) / f"seed{seed}" / setting / "result.json"
-    if done.is_file():
-        return json.loads(done.read_text())
-    corpus = load_corpus(Path(inputs))
-    budget = Budget.from_settings(s, progress)
-    budget.regions = None  # pooled once, before the workers
-    res = sparse(corpus, Path(out_dir) / f"seed{seed}", budget, seed, settings=[parse_setting(setting)],
-                 ablation_setting=parse_setting(s["ablation_setting"]), models=s["models"], ablations=s["ablations"],
-                 baselines=False, region_cache=Path(out_dir) / f"seed{seed}" / "regions.npy")
-    atomic_write_json(done, res)
-    return res
+
+    def run() -> dict[str, Any]:
+        corpus = load_corpus(Path(inputs))
+        budget = Budget.from_settings(s, progress)
+        budget.regions = None  # pooled once, before the workers
+        return sparse(corpus, Path(out_dir) / f"seed{seed}", budget, seed, settings=[parse_setting(setting)],
+                      ablation_setting=parse_setting(s["ablation_setting"]), models=s["models"],
+                      ablations=s["ablations"], baselines=False,
+                      region_cache=Path(out_dir) / f"seed{seed}" / "regions.npy")
+
+    return cached_json(Path(out_dir) / f"seed{seed}" / setting / "result.json", run)
 
 
 @register_experiment("emoji-sparse",

@@ -166,6 +166,12 @@ class _ZSLSampler:
     def __iter__(self) -> "_ZSLSampler":
         return self
 
+    def shard(self, rank: int, world: int) -> "_ZSLSampler":
+        self.labelled.shard(rank, world)
+        if self.unlabeled is not None:
+            self.unlabeled.shard(rank, world)
+        return self
+
     def __next__(self) -> dict[str, Tensor]:
         batch = {**next(self.labelled), **self.extra}
         if self.unlabeled is not None:

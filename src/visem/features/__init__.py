@@ -93,6 +93,7 @@ def compute_features(
     progress: bool = False,
     force: bool = False,
     out: str | Path | None = None,
+    workers: int | None = None,
 ) -> FeatureResult:
     """Features of built-in data set ``name`` (``mnist``, ``fashion-mnist``, ``emoji``).
 
@@ -100,7 +101,15 @@ def compute_features(
     ``google`` / ``twitter`` for emoji (default both, table order). ``limit``:
     only the first N rows (quick looks). ``force``: recompute even if cached.
     ``out``: also write the array (``.npy``) and sidecar (``.json``) there.
+
+    Image files (emoji) are read once each, hashed and, where the feature
+    store lacks them, decoded in ``workers`` DataLoader processes
+    (:func:`visem.features.files.extract_files`). Under ``torchrun`` each rank
+    encodes its share of the missing images into the shared store and rank 0
+    alone writes the assembled ``.npy`` and sidecar (every rank returns the
+    array).
     """
+    from visem import distributed
     from visem.data import load
 
     if kind not in FEATURE_KINDS:
@@ -127,7 +136,17 @@ def compute_features(
         if name == "emoji":
             rows = data.table.iloc[:n_rows]
             inputs = rows["image"].tolist()
-            keys = [file_key(p) for p in inputs]
+            if kind in _IMAGE_KINDS:  # one read per file: the hash, and the decode where the store lacks it
+                from visem.features.files import extract_files
+                from visem.features.image import EfficientNetLite0, Preprocess
+
+                scan = extract_files(inputs, (_IMAGE_KINDS[kind],), encoder=EfficientNetLite0(Preprocess(image_size=image_size)),
+                                     workers=workers, batch_size=batch_size, progress=progress)
+                if scan.errors:
+                    raise DataError(f"{len(scan.errors)} unreadable emoji image(s), e.g. {scan.errors[min(scan.errors)]}")
+                keys = scan.keys
+            else:
+                keys = [file_key(p) for p in inputs]
             meta.update(rows="emoji table rows", concepts=rows["concept"].tolist(), styles=rows["style"].tolist(), labels=rows["label"].tolist())
         else:
             inputs = data.images[:n_rows]
@@ -167,7 +186,8 @@ def compute_features(
         elif kind in _IMAGE_KINDS:
             from visem.features.image import extract_image_features
 
-            array = extract_image_features(inputs, _IMAGE_KINDS[kind], encoder=encoder, keys=keys, batch_size=batch_size, progress=progress)
+            array = extract_image_features(inputs, _IMAGE_KINDS[kind], encoder=encoder, keys=keys, batch_size=batch_size,
+                                           progress=progress, workers=workers)
         elif kind in ("glove", "glove-classes"):
             from visem.features.text import glove_phrases
 
@@ -181,7 +201,8 @@ def compute_features(
             vecs = encode_sentences(unique, progress=progress)
             pos = {t: i for i, t in enumerate(unique)}
             array = vecs[[pos[t] for t in texts]]
-        path = save_features(path, array, meta)
-    if out is not None:
+        if distributed.is_main():
+            path = save_features(path, array, meta)
+    if out is not None and distributed.is_main():
         save_features(out, array, meta)
     return FeatureResult(array=array, meta=meta, path=path, cached=cached)

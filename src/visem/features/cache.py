@@ -13,7 +13,10 @@ hundred inputs, one ``.npz`` holding ``keys`` and ``values``, written
 atomically) as extraction proceeds: a killed run keeps every finished chunk
 and the next run encodes only what is missing. The store directory name
 carries the encoder and its preprocessing, so changing either starts a new
-store rather than mixing features.
+store rather than mixing features. Chunks are uncompressed, so any row of
+any chunk is read at its byte offset (:meth:`FeatureStore.view`): a store
+larger than memory is read row by row, never loaded whole; several
+processes (``torchrun`` ranks) may fill one store at once.
 
 **Assembled files** are what ``visem features`` writes: one array in data set
 order plus a sidecar; they are reused when the sidecar's ``inputs_sha256``
@@ -24,8 +27,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -37,6 +41,7 @@ __all__ = [
     "file_key",
     "keys_digest",
     "FeatureStore",
+    "StoreRows",
     "save_features",
     "load_features",
     "cached_features",
@@ -72,21 +77,77 @@ def keys_digest(keys: Iterable[str], extra: str = "") -> str:
     return h.hexdigest()
 
 
+#: chunk files a store keeps open for reading.
+OPEN_CHUNKS = 64
+
+
+def _npz_member_layout(path: Path, member: str) -> tuple[int, np.dtype, tuple[int, ...], bool] | None:
+    """``(byte offset, dtype, shape, fortran order)`` of an uncompressed ``.npy`` member of an ``.npz`` file.
+
+    ``np.savez`` stores members uncompressed (``ZIP_STORED``), so a member's
+    array bytes lie contiguous in the file after its local zip header and its
+    ``.npy`` header: they can be read at an offset without loading the rest
+    (``np.load`` of an ``.npz`` cannot memory-map). ``None`` for a compressed
+    member (read whole instead).
+    """
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(member + ".npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        local = fh.read(30)
+        if local[:4] != b"PK\x03\x04":
+            raise ValueError(f"{path}: bad zip local header for {member}")
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        fh.seek(info.header_offset + 30 + name_len + extra_len)
+        version = np.lib.format.read_magic(fh)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read_header is None:
+            return None
+        shape, fortran, dtype = read_header(fh)
+        return fh.tell(), dtype, shape, fortran
+
+
 class FeatureStore:
     """Content-addressed, chunked, resumable feature storage in one folder.
 
     ``put(keys, values)`` writes one chunk; ``get(keys)`` assembles rows in the
-    order asked; ``missing(keys)`` says what still has to be computed.
+    order asked; ``missing(keys)`` says what still has to be computed;
+    ``view(keys)`` gives row access without assembling anything (a store
+    past RAM is read row by row, at each row's offset in its chunk).
+
+    Several processes may write into one store at once (the ranks of a
+    ``torchrun`` extraction): a chunk's name is a digest of its keys and it
+    is written to a temporary file renamed into place, so writers never
+    clobber each other's chunks and readers never see half a chunk. Call
+    :meth:`refresh` to see chunks other processes wrote since the first
+    look.
     """
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        self._index: dict[str, tuple[Path, int]] | None = None
+        self._index: dict[str, int] | None = None  # key -> chunk number << 32 | row
+        self._chunks: list[Path] = []
+        self._layouts: dict[int, Any] = {}
+        self._fds: dict[int, int] = {}
         self.writes = 0  # chunks written by this object (tests use it)
 
-    def _scan(self) -> dict[str, tuple[Path, int]]:
+    def _add_chunk(self, path: Path, keys: Sequence[str]) -> None:
+        c = len(self._chunks)
+        self._chunks.append(path)
+        index = self._index
+        for row, key in enumerate(keys):
+            index.setdefault(key, (c << 32) | row)
+
+    def _scan(self) -> dict[str, int]:
         if self._index is None:
-            index: dict[str, tuple[Path, int]] = {}
+            self.close()
+            self._index, self._chunks, self._layouts = {}, [], {}
             if self.root.is_dir():
                 for chunk in sorted(self.root.glob("chunk-*.npz")):
                     try:
@@ -94,10 +155,17 @@ class FeatureStore:
                             keys = z["keys"]
                     except Exception:  # noqa: BLE001 - a damaged chunk is ignored and recomputed
                         continue
-                    for row, key in enumerate(keys.tolist()):
-                        index.setdefault(key, (chunk, row))
-            self._index = index
+                    self._add_chunk(chunk, keys.tolist())
         return self._index
+
+    def refresh(self) -> None:
+        """Forget what was scanned: the next call sees every chunk now on disk (written by other processes too)."""
+        self.close()
+        self._index = None
+
+    def keys(self) -> set[str]:
+        """Every stored key."""
+        return set(self._scan())
 
     def __len__(self) -> int:
         return len(self._scan())
@@ -117,35 +185,134 @@ class FeatureStore:
         name = f"chunk-{keys_digest(keys)[:20]}.npz"
         path = self.root / name
         atomic_save_npz(path, keys=np.asarray(list(keys), dtype="U64"), values=values)
-        index = self._scan()
-        for row, key in enumerate(keys):
-            index.setdefault(key, (path, row))
+        self._scan()
+        self._add_chunk(path, list(keys))
         self.writes += 1
         return path
 
+    def locate(self, keys: Sequence[str]) -> np.ndarray:
+        """(len(keys),) int64 locations (chunk number << 32 | row); ``KeyError`` naming a missing key."""
+        index = self._scan()
+        try:
+            return np.fromiter((index[k] for k in keys), dtype=np.int64, count=len(keys))
+        except KeyError as exc:
+            absent = [k for k in keys if k not in index]
+            raise KeyError(f"{len(absent)} keys not in the store {self.root}, e.g. {absent[0]}") from exc
+
+    def _layout(self, c: int):
+        if c not in self._layouts:
+            path = self._chunks[c]
+            with reading(path, "a visem feature chunk (delete it to recompute)"):
+                layout = _npz_member_layout(path, "values")
+                if layout is None or layout[3]:  # compressed or Fortran order: read the whole member
+                    with np.load(path, allow_pickle=False) as z:
+                        layout = z["values"]
+            self._layouts[c] = layout
+        return self._layouts[c]
+
+    def _fd(self, c: int) -> int:
+        """An open descriptor of chunk ``c`` (the last :data:`OPEN_CHUNKS` stay open; ``pread`` needs no seek)."""
+        fd = self._fds.pop(c, None)
+        if fd is None:
+            with reading(self._chunks[c], "a visem feature chunk (delete it to recompute)"):
+                fd = os.open(self._chunks[c], os.O_RDONLY)
+            while len(self._fds) >= OPEN_CHUNKS:
+                os.close(self._fds.pop(next(iter(self._fds))))
+        self._fds[c] = fd  # most recently used last
+        return fd
+
+    def close(self) -> None:
+        """Close the chunk files kept open for reading."""
+        while self._fds:
+            os.close(self._fds.popitem()[1])
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    def read(self, locations: np.ndarray) -> np.ndarray:
+        """The rows at ``locations`` (from :meth:`locate`), in that order, reading only those rows."""
+        locations = np.asarray(locations, dtype=np.int64)
+        if locations.size == 0:
+            raise KeyError("no keys given")
+        chunk_of, row_of = locations >> 32, locations & 0xFFFFFFFF
+        out = None
+        for c in np.unique(chunk_of).tolist():
+            pos = np.flatnonzero(chunk_of == c)
+            rows = row_of[pos]
+            layout = self._layout(c)
+            if isinstance(layout, np.ndarray):  # held in memory
+                values = layout[rows]
+            else:
+                offset, dtype, shape, _ = layout
+                row_items = int(np.prod(shape[1:], dtype=np.int64))
+                row_bytes = row_items * dtype.itemsize
+                values = np.empty((len(rows), *shape[1:]), dtype=dtype)
+                flat = values.reshape(len(rows), -1)
+                fd = self._fd(c)
+                order = np.argsort(rows, kind="stable")
+                srt = rows[order]
+                for run in np.split(np.arange(len(srt)), np.flatnonzero(np.diff(srt) != 1) + 1):
+                    count = len(run)  # consecutive rows: one read
+                    data = os.pread(fd, count * row_bytes, offset + int(srt[run[0]]) * row_bytes)
+                    if len(data) != count * row_bytes:
+                        raise DataError(f"{self._chunks[c]}: truncated visem feature chunk (delete it to recompute)")
+                    flat[order[run]] = np.frombuffer(data, dtype=dtype).reshape(count, row_items)
+            if out is None:
+                out = np.empty((len(locations), *values.shape[1:]), dtype=values.dtype)
+            out[pos] = values
+        return out
+
     def get(self, keys: Sequence[str]) -> np.ndarray:
         """Rows for ``keys`` (repeats allowed), stacked; raises KeyError if one is missing."""
-        index = self._scan()
-        absent = [k for k in keys if k not in index]
-        if absent:
-            raise KeyError(f"{len(absent)} keys not in the store {self.root}, e.g. {absent[0]}")
-        by_chunk: dict[Path, list[tuple[int, int]]] = {}
-        for i, k in enumerate(keys):
-            chunk, row = index[k]
-            by_chunk.setdefault(chunk, []).append((i, row))
-        out = None
-        for chunk, pairs in by_chunk.items():
-            with reading(chunk, "a visem feature chunk (delete it to recompute)"):
-                with np.load(chunk, allow_pickle=False) as z:
-                    values = z["values"]
-            if out is None:
-                out = np.empty((len(keys), *values.shape[1:]), dtype=values.dtype)
-            pos = np.asarray([p for p, _ in pairs])
-            rows = np.asarray([r for _, r in pairs])
-            out[pos] = values[rows]
-        if out is None:
+        if len(keys) == 0:
             raise KeyError("no keys given")
-        return out
+        return self.read(self.locate(keys))
+
+    def view(self, keys: Sequence[str]) -> "StoreRows":
+        """Row access to ``keys``' features without assembling them (see :class:`StoreRows`)."""
+        return StoreRows(self, self.locate(keys))
+
+
+class StoreRows:
+    """An (N, ...) array-like over stored features: ``rows[idx]`` reads just those rows from their chunks.
+
+    ``idx`` is an int, a slice or an integer array (a torch tensor too);
+    :meth:`blocks` walks the rows in order, ``size`` at a time. Nothing is
+    held but the rows' locations (8 bytes each), so training on a collection
+    larger than memory draws each batch from disk (and the page cache).
+    """
+
+    def __init__(self, store: FeatureStore, locations: np.ndarray):
+        self.store = store
+        self.locations = np.asarray(locations, dtype=np.int64)
+        first = store.read(self.locations[:1]) if len(self.locations) else None
+        self.dtype = first.dtype if first is not None else np.dtype(np.float32)
+        self.shape = (len(self.locations), *(first.shape[1:] if first is not None else ()))
+
+    def __len__(self) -> int:
+        return len(self.locations)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __getitem__(self, idx: Any) -> np.ndarray:
+        if hasattr(idx, "numpy"):  # a torch tensor
+            idx = idx.numpy()
+        if isinstance(idx, (int, np.integer)):
+            return self.store.read(self.locations[[int(idx)]])[0]
+        sel = self.locations[idx]
+        if sel.size == 0:
+            return np.empty((0, *self.shape[1:]), dtype=self.dtype)
+        return self.store.read(sel)
+
+    def blocks(self, size: int = 1024) -> Iterator[np.ndarray]:
+        """The rows in order, ``size`` at a time."""
+        for s in range(0, len(self), size):
+            yield self[s:s + size]
 
 
 def _sidecar(path: Path) -> Path:

@@ -256,6 +256,7 @@ def extract_image_features(
     chunk_size: int = 256,
     progress: bool = False,
     keys: list[str] | None = None,
+    workers: int | None = None,
 ) -> np.ndarray:
     """EfficientNet-Lite0 features of ``images`` (paths, or a uint8 array (N, H, W[, C])).
 
@@ -265,17 +266,35 @@ def extract_image_features(
     encoded in chunks of ``chunk_size`` that are saved as soon as they are done,
     so an interrupted call resumes where it stopped. Identical inputs (same
     bytes) are encoded once. ``progress`` shows a tqdm bar on stderr.
+
+    Files go through :func:`visem.features.files.extract_files` (each read
+    once, decoded in ``workers`` DataLoader processes); an unreadable file is
+    a :class:`DataError` naming it. Under ``torchrun`` each rank encodes its
+    share of what is missing and every rank returns the whole array. This
+    call assembles the array in memory: for collections past RAM read rows
+    from the store instead (:meth:`FeatureStore.view`).
     """
     if kind not in IMAGE_KINDS:
         raise ValueError(f"kind must be one of {IMAGE_KINDS}, got {kind!r}")
     encoder = encoder or EfficientNetLite0()
     n = len(images)
-    keys = keys if keys is not None else image_keys(images)
-    if len(keys) != n:
+    if keys is not None and len(keys) != n:
         raise ValueError(f"{len(keys)} keys for {n} images")
+    if not isinstance(images, np.ndarray):
+        from visem.features.files import extract_files
+
+        scan = extract_files(images, (kind,), encoder=encoder, store_root=store_root, keys=keys, workers=workers,
+                             batch_size=batch_size, chunk_size=chunk_size, progress=progress)
+        if scan.errors:
+            i = min(scan.errors)
+            raise DataError(f"{len(scan.errors)} unreadable image(s), e.g. {scan.errors[i]}")
+        return _store(encoder, kind, store_root).get(scan.keys)
+    from visem import distributed
+
+    keys = keys if keys is not None else image_keys(images)
     stores = {k: _store(encoder, k, store_root) for k in IMAGE_KINDS}
     target = stores[kind]
-    todo = target.missing(keys)
+    todo = target.missing(keys)[distributed.rank()::distributed.world_size()]  # this rank's share
     if todo:
         first = {}
         for i, k in enumerate(keys):
@@ -304,4 +323,7 @@ def extract_image_features(
         finally:
             if bar is not None:
                 bar.close()
+    if distributed.world_size() > 1:  # every rank's chunks on disk before anyone reads them
+        distributed.barrier()
+        target.refresh()
     return target.get(keys)

@@ -71,8 +71,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from visem.losses import grad_reverse, grl_schedule, ranking_loss
-from visem.models.base import Objective
+from visem.losses import grad_reverse, grl_schedule
+from visem.models.base import Objective, batch_ranking_loss
 from visem.models.registry import register_model
 from visem.models.text import check_text, recurrent_or_pretrained, text_token_mask
 from visem.models.vsepp import TokenRetrievalModel, check_features, random_token_ids
@@ -246,14 +246,14 @@ class A3VSE(TokenRetrievalModel):
         c = self.config
         emb = {"v": self.embed_image(batch["pair.image"]), "t": self.embed_text(batch["pair.text"])}
         emb["vu"] = self.embed_image(batch["pseudo.image"])
-        terms = {"triplet_pair": ranking_loss(emb["v"], emb["t"], margin=c.margin_pair, hardest=True,
-                                              reduction=c.reduction)}
+        terms = {"triplet_pair": batch_ranking_loss(emb["v"], emb["t"], margin=c.margin_pair, hardest=True,
+                                                    reduction=c.reduction)}
         weights = {"triplet_pair": 1.0}
         extras: dict[str, Tensor] = {}
         if c.use_pseudo:
             emb["s"] = self.embed_text(batch["pseudo.text"])
-            terms["triplet_pseudo"] = ranking_loss(emb["vu"], emb["s"], margin=c.margin_pseudo, hardest=True,
-                                                   reduction=c.reduction)
+            terms["triplet_pseudo"] = batch_ranking_loss(emb["vu"], emb["s"], margin=c.margin_pseudo, hardest=True,
+                                                         reduction=c.reduction)
             weights = {"triplet_pair": c.beta, "triplet_pseudo": 1.0 - c.beta}
         names = self.active_discriminators()
         if names:

@@ -9,7 +9,8 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from visem.losses import ranking_loss
+from visem.distributed import gather, gathered_rows, shard_map
+from visem.losses import ranking_hinges, ranking_loss
 from visem.metrics import retrieval_recall
 
 
@@ -165,7 +166,7 @@ class EmbeddingModel(nn.Module):
         gradient scaler), ``None`` for float32. Cross-batch terms gather
         across ranks inside this step (:func:`visem.distributed.gathering`).
         """
-        from visem.distributed import gathering
+        from visem.distributed import any_rank, gathering
 
         engine = self if engine is None else engine
         logged: dict[str, Tensor] | None = None
@@ -177,7 +178,11 @@ class EmbeddingModel(nn.Module):
             with gathering(engine is not self), (precision.autocast() if precision is not None
                                                   else contextlib.nullcontext()):
                 terms = engine(batch, progress, phase.name)
-            check_finite(terms)
+            if engine is self:
+                check_finite(terms)
+            elif any_rank(bool(non_finite(terms))):  # every rank stops alike, or the others would hang
+                check_finite(terms)
+                raise NonFiniteError(f"non-finite loss term(s) on another rank (phase {phase.name!r})")
             loss = terms["loss"]
             (precision.scale(loss) if precision is not None else loss).backward()
             if grad_clip:
@@ -209,13 +214,22 @@ class EmbeddingModel(nn.Module):
         """A valid random training batch of ``n`` samples, for registry-walking tests."""
         raise NotImplementedError
 
+    def example_eval_data(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
+        """Valid random held-out data of ``n`` samples for :meth:`evaluate` (default: a training batch)."""
+        return self.example_batch(n, generator)
+
 
 class NonFiniteError(FloatingPointError):
     """A loss term became NaN or Inf; the message names the term."""
 
 
+def non_finite(terms: Mapping[str, Tensor]) -> list[str]:
+    """The names of the terms holding a NaN or an Inf."""
+    return [k for k, v in terms.items() if not bool(torch.isfinite(v.detach()).all())]
+
+
 def check_finite(terms: Mapping[str, Tensor]) -> None:
-    bad = [k for k, v in terms.items() if not bool(torch.isfinite(v.detach()).all())]
+    bad = non_finite(terms)
     if bad:
         vals = ", ".join(f"{k}={terms[k].detach().flatten()[:1].item()}" for k in bad)
         raise NonFiniteError(f"non-finite loss term(s): {vals}")
@@ -237,16 +251,51 @@ class RetrievalModel(EmbeddingModel):
 
     @torch.no_grad()
     def embed_pair(self, image: Tensor, text: Tensor) -> tuple[Tensor, Tensor]:
-        """Embeddings of held-out ``image`` and ``text`` in eval mode (the training mode is restored)."""
+        """Embeddings of held-out ``image`` and ``text`` in eval mode (the training mode is restored).
+
+        The inputs go to the model's device; under a process group each rank
+        embeds its share and every rank gets all of them
+        (:func:`visem.distributed.shard_map`).
+        """
         was_training = self.training
         self.eval()
+        device = next((p.device for p in self.parameters()), image.device)
         try:
-            return self.embed_image(image), self.embed_text(text)
+            return (shard_map(self.embed_image, image.to(device)), shard_map(self.embed_text, text.to(device)))
         finally:
             self.train(was_training)
 
     def evaluate(self, data: Mapping[str, Tensor]) -> dict[str, float]:
         return retrieval_recall(*self.embed_pair(data["image"], data["text"]), data["txt_to_img"])
+
+    def example_eval_data(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
+        return paired_eval_data(self.example_batch(n, generator))
+
+
+def paired_eval_data(batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Held-out retrieval data from a training batch: its ``image`` / ``text`` pairs (whatever their group
+    prefix) and ``txt_to_img``, caption ``k`` belonging to image ``k``."""
+    prefix = next(p for p in ("", "pair.", "src.") if f"{p}image" in batch)
+    out = {k: batch[f"{prefix}{k}"] for k in ("image", "text")}
+    return {**out, "txt_to_img": torch.arange(out["text"].shape[0], device=out["text"].device)}
+
+
+def batch_ranking_loss(img: Tensor, txt: Tensor, margin: float = 0.2, hardest: bool = False,
+                       reduction: str = "sum") -> Tensor:
+    """:func:`visem.losses.ranking_loss` over the GLOBAL batch (every process's pairs are negatives).
+
+    In one process it is ``ranking_loss`` itself. Under data-parallel
+    training each rank scores its own pairs against the gathered batch
+    (:func:`visem.losses.ranking_hinges`, the rectangular "local loss") and
+    the per-pair terms are gathered before the reduction, so every rank holds
+    the one-process value (the rule of :mod:`visem.distributed`).
+    """
+    img_g, offset = gathered_rows(img)
+    if img_g is img:
+        return ranking_loss(img, txt, margin=margin, hardest=hardest, reduction=reduction)
+    txt_g = gather(txt)
+    per = gather(ranking_hinges(img @ txt_g.T, txt @ img_g.T, offset, margin=margin, hardest=hardest))
+    return per.sum() if reduction == "sum" else per.mean()
 
 
 class PairRankingLoss:
@@ -262,5 +311,5 @@ class PairRankingLoss:
         img = self.embed_image(batch["image"])
         txt = self.embed_text(batch["text"])
         c = self.config
-        return Objective({"ranking": ranking_loss(img, txt, margin=c.margin, hardest=c.hardest,
-                                                  reduction=c.reduction)})
+        return Objective({"ranking": batch_ranking_loss(img, txt, margin=c.margin, hardest=c.hardest,
+                                                        reduction=c.reduction)})

@@ -158,7 +158,7 @@ class CADAVAE(_CADABase):
         mu, logvar = self.vae_v.encode(train["image"])
         self._train_latent = (mu, logvar, glob)
         novel = train.get("novel_classes")
-        rows = ids if ids is not None else torch.arange(train["class_emb"].shape[0])
+        rows = ids if ids is not None else torch.arange(train["class_emb"].shape[0], device=label.device)
         self._novel = set(rows[novel.bool()].tolist()) if novel is not None else set()
         self._classifier_cache = {}
 
@@ -183,14 +183,14 @@ class CADAVAE(_CADABase):
             mus, lvs = [], []
             if n_img:
                 mu, lv, _ = (t[self._train_latent[2] == cid] for t in self._train_latent)
-                pick = torch.randint(0, mu.shape[0], (n_img,), generator=gen)
+                pick = torch.randint(0, mu.shape[0], (n_img,), generator=gen).to(mu.device)
                 mus.append(mu[pick]), lvs.append(lv[pick])
             if n_side:
                 mus.append(mu_s[j].expand(n_side, -1)), lvs.append(lv_s[j].expand(n_side, -1))
             mu, lv = torch.cat(mus), torch.cat(lvs)
-            eps = torch.randn(mu.shape, generator=gen)
+            eps = torch.randn(mu.shape, generator=gen).to(mu.device)  # drawn on the CPU: the same on any device
             feats.append(mu + eps * torch.exp(0.5 * lv))
-            labels.append(torch.full((mu.shape[0],), j, dtype=torch.long))
+            labels.append(torch.full((mu.shape[0],), j, dtype=torch.long, device=mu.device))
             sources.append(torch.cat([torch.zeros(n_img, dtype=torch.long), torch.ones(n_side, dtype=torch.long)]))
         return torch.cat(feats), torch.cat(labels), torch.cat(sources)
 
@@ -202,10 +202,11 @@ class CADAVAE(_CADABase):
         with torch.random.fork_rng():
             torch.manual_seed(cfg.seed)
             clf.reset_parameters()
+        clf.to(x.device)
         with torch.enable_grad():
             opt = torch.optim.Adam(clf.parameters(), lr=cfg.cls_lr, betas=(0.5, 0.999))
             for _ in range(cfg.cls_epochs):
-                perm = torch.randperm(x.shape[0], generator=gen)
+                perm = torch.randperm(x.shape[0], generator=gen).to(x.device)
                 for a in range(0, x.shape[0], cfg.cls_batch):
                     idx = perm[a : a + cfg.cls_batch]
                     opt.zero_grad()
@@ -215,7 +216,7 @@ class CADAVAE(_CADABase):
 
     def class_scores(self, image: Tensor, class_emb: Tensor, class_ids: Tensor | None = None) -> Tensor:
         if class_ids is None:
-            class_ids = torch.arange(class_emb.shape[0])
+            class_ids = torch.arange(class_emb.shape[0], device=class_emb.device)
         key = (tuple(class_ids.tolist()), class_emb.shape, float(class_emb.sum()))
         if key not in self._classifier_cache:
             self._classifier_cache[key] = self._fit_classifier(class_emb, class_ids)

@@ -47,6 +47,11 @@ class CrossModalModel(RetrievalModel):
         """Cross-modal MAP / P@100 on ``image``, ``text``, ``image_label``, ``text_label``."""
         return cross_modal_map(*self.embed_pair(data["image"], data["text"]), data["image_label"], data["text_label"])
 
+    def example_eval_data(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
+        batch = self.example_batch(n, generator)
+        return {"image": batch["image"], "text": batch["text"], "image_label": batch["label"],
+                "text_label": batch["label"]}
+
     def example_batch(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
         cfg, c = self.config, 4
         batch = {

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from visem.distributed import gather
 from visem.models.base import Objective
 from visem.models.cmr import CrossModalModel
 from visem.models.layers import mlp
@@ -89,7 +90,8 @@ class DCCA(CrossModalModel):
         return F.normalize((self.g(text) - self.mean2) @ self.proj2, dim=-1)
 
     def objective(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> Objective:
-        corr = dcca_correlation(self.f(batch["image"]), self.g(batch["text"]), self.config.reg)
+        # the correlation of the global batch (one statistic per batch)
+        corr = dcca_correlation(gather(self.f(batch["image"])), gather(self.g(batch["text"])), self.config.reg)
         return Objective({"neg_correlation": -corr})
 
     @torch.no_grad()

@@ -18,6 +18,7 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
+from visem.distributed import gather
 from visem.losses import kl_diag_gaussians, median_bandwidth, mmd, wasserstein2_diag
 from visem.models.base import Objective, Phase, adam
 from visem.models.cmr import CrossModalModel, cross_modal_map
@@ -166,8 +167,9 @@ class LCALE(CrossModalModel):
                             + wasserstein2_diag(*stats["t"], *stats["c"])).mean()
             weights["ca1"] = cfg.beta
         if cfg.use_ca2:
-            scale = median_bandwidth(z["v"], z["t"]) if cfg.mmd_bandwidth == "median" else 1.0
-            terms["ca2"] = mmd(z["v"], z["t"], sigmas=tuple(scale * s for s in cfg.mmd_sigmas))
+            z_v, z_t = gather(z["v"]), gather(z["t"])  # one MMD over the global batch
+            scale = median_bandwidth(z_v, z_t) if cfg.mmd_bandwidth == "median" else 1.0
+            terms["ca2"] = mmd(z_v, z_t, sigmas=tuple(scale * s for s in cfg.mmd_sigmas))
             weights["ca2"] = cfg.lam
         return Objective(terms, weights)
 

@@ -17,7 +17,9 @@ from visem.config import ConfigError, from_dict, to_dict
 from visem.models.base import EmbeddingModel
 
 # Modules whose import registers models. Imported on first registry lookup.
-MODEL_MODULES = ("visem.models.linear", "visem.models.vsepp", "visem.models.vsa", "visem.models.a3vse", "visem.models.scan_xattn", "visem.models.zeroshot", "visem.models.lcale", "visem.models.cada_vae", "visem.models.dcca", "visem.models.pse")
+MODEL_MODULES = ("visem.models.linear", "visem.models.vsepp", "visem.models.vsa", "visem.models.a3vse", "visem.models.scan_xattn", "visem.models.zeroshot", "visem.models.lcale", "visem.models.cada_vae", "visem.models.dcca", "visem.models.pse",
+                 # zero-shot cross-modal baselines of seed 004 Table 2
+                 "visem.models.deepsm", "visem.models.acmr", "visem.models.dual_gan")
 
 
 @dataclass(frozen=True)

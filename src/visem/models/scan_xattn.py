@@ -40,9 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from visem.losses import ranking_loss_from_scores
+from visem.distributed import gather, gathered_rows
+from visem.losses import ranking_hinges, ranking_loss_from_scores
 from visem.metrics import retrieval_recall
-from visem.models.base import EmbeddingModel, Objective
+from visem.models.base import EmbeddingModel, Objective, paired_eval_data
 from visem.models.registry import register_model
 from visem.models.text import RNNTextEncoder, check_ids, token_mask
 from visem.models.vsepp import check_features, random_token_ids
@@ -163,9 +164,16 @@ class SCANXAttn(EmbeddingModel):
     def objective(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> Objective:
         regions = self.encode_regions(batch["image"])
         words, mask = self.encode_words(batch["text"])
-        s = self.scores(regions, words, mask)
         c = self.config
-        return Objective({"ranking": ranking_loss_from_scores(s, c.margin, c.hardest, reduction=c.reduction)})
+        regions_g, offset = gathered_rows(regions)
+        if regions_g is regions:
+            s = self.scores(regions, words, mask)
+            return Objective({"ranking": ranking_loss_from_scores(s, c.margin, c.hardest, reduction=c.reduction)})
+        # data-parallel: this rank's images against every caption, its captions against every image
+        words_g, mask_g = gather(words), gather(mask.to(torch.uint8)).bool()
+        per = gather(ranking_hinges(self.scores(regions, words_g, mask_g), self.scores(regions_g, words, mask).T,
+                                    offset, margin=c.margin, hardest=c.hardest))
+        return Objective({"ranking": per.sum() if c.reduction == "sum" else per.mean()})
 
     @torch.no_grad()
     def score_matrix(self, image: Tensor, text: Tensor) -> Tensor:
@@ -188,6 +196,9 @@ class SCANXAttn(EmbeddingModel):
 
     def evaluate(self, data: Mapping[str, Tensor]) -> dict[str, float]:
         return recall_from_scores(self.score_matrix(data["image"], data["text"]), data["txt_to_img"])
+
+    def example_eval_data(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
+        return paired_eval_data(self.example_batch(n, generator))
 
     def example_batch(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
         c = self.config

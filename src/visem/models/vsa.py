@@ -67,8 +67,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from visem.losses import mmd, ranking_loss
-from visem.models.base import Objective
+from visem.distributed import batch_sum, gather
+from visem.losses import mmd
+from visem.models.base import Objective, batch_ranking_loss
 from visem.models.registry import register_model
 from visem.models.text import ConvTextAutoEncoder, check_text, check_text_encoder
 from visem.models.vsepp import TokenRetrievalModel, check_features, random_token_ids
@@ -158,15 +159,15 @@ class VSABase(TokenRetrievalModel):
     def objective(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> Objective:
         """Eq. 12: ``L_AE (Eq. 11, source + target) + L_MMD (Eq. 9) + L_SH (Eq. 8, source pairs)``."""
         c = self.config
-        red = (lambda x: x.sum()) if c.reduction == "sum" else (lambda x: x.mean())  # noqa: E731
+        red = batch_sum if c.reduction == "sum" else (lambda x: x.mean())  # noqa: E731
         hi_s, hc_s = self.image_code(batch["src.image"]), self.text_code(batch["src.text"])
         hi_t, hc_t = self.image_code(batch["tgt.image"]), self.text_code(batch["tgt.text"])
         ei_s, ec_s = F.normalize(hi_s, dim=-1), F.normalize(hc_s, dim=-1)
-        terms = {"ranking": ranking_loss(ei_s, ec_s, margin=c.margin, hardest=False, reduction=c.reduction)}
+        terms = {"ranking": batch_ranking_loss(ei_s, ec_s, margin=c.margin, hardest=False, reduction=c.reduction)}
         weights = {"ranking": c.rank_weight}
         if self.use_mmd:
-            vis = torch.cat([ei_s, F.normalize(hi_t, dim=-1)])
-            txt = torch.cat([ec_s, F.normalize(hc_t, dim=-1)])
+            vis = torch.cat([gather(ei_s), gather(F.normalize(hi_t, dim=-1))])
+            txt = torch.cat([gather(ec_s), gather(F.normalize(hc_t, dim=-1))])
             terms["mmd"] = mmd(vis, txt, sigmas=(c.sigma,))
             weights["mmd"] = c.mmd_weight
         if self.use_decoders:

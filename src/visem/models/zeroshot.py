@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from visem.distributed import batch_sum, gather
 from visem.losses import contractive_penalty, mmd
 from visem.metrics import per_class_accuracy
 from visem.models.base import EmbeddingModel, Objective
@@ -72,14 +73,15 @@ __all__ = [
 # shared pieces
 # --------------------------------------------------------------------------
 def class_hinge_loss(scores: Tensor, label: Tensor, margin: float = 0.1, candidates: Tensor | None = None,
-                     reduction: Literal["mean", "sum"] = "mean") -> Tensor:
+                     reduction: Literal["mean", "sum", "none"] = "mean") -> Tensor:
     r"""Hinge rank loss of each sample's class against every other candidate class.
 
     DeViSE (Frome et al. 2013, Eq. 1) and ReViSE's supervised term (seed 000)::
 
         l_i = sum_{j != y_i, j in candidates} [margin - S[i, y_i] + S[i, j]]_+
 
-    averaged (``reduction="mean"``) or summed (``"sum"``) over the batch.
+    averaged (``reduction="mean"``) or summed (``"sum"``) over the batch, or
+    per sample (``"none"``).
 
     Args:
         scores: ``(B, C)`` compatibility of each sample with each class.
@@ -87,10 +89,10 @@ def class_hinge_loss(scores: Tensor, label: Tensor, margin: float = 0.1, candida
         margin: the margin (0.1 in DeViSE).
         candidates: optional ``(C,)`` bool mask of the classes the samples
             are ranked against (default: all); every label must be one.
-        reduction: ``"mean"`` or ``"sum"`` over the batch.
+        reduction: ``"mean"`` or ``"sum"`` over the batch, or ``"none"``.
 
     Returns:
-        0-d tensor.
+        0-d tensor, or ``(B,)`` with ``reduction="none"``.
     """
     if scores.dim() != 2:
         raise ValueError(f"scores must be (B, C), got shape {tuple(scores.shape)}")
@@ -99,8 +101,8 @@ def class_hinge_loss(scores: Tensor, label: Tensor, margin: float = 0.1, candida
     if label.numel() and (int(label.min()) < 0 or int(label.max()) >= scores.shape[1]):
         raise ValueError(f"label values must lie in [0, {scores.shape[1]}), got range "
                          f"[{int(label.min())}, {int(label.max())}]")
-    if reduction not in ("mean", "sum"):
-        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     pos = scores.gather(1, label[:, None])
     cost = (margin - pos + scores).clamp(min=0)
     off = F.one_hot(label, scores.shape[1]).bool()
@@ -112,6 +114,8 @@ def class_hinge_loss(scores: Tensor, label: Tensor, margin: float = 0.1, candida
             raise ValueError("every label must be one of the candidate classes")
         off = off | ~candidates[None, :]
     per_sample = cost.masked_fill(off, 0.0).sum(dim=1)
+    if reduction == "none":
+        return per_sample
     return per_sample.sum() if reduction == "sum" else per_sample.mean()
 
 
@@ -324,7 +328,8 @@ class ReViSE(ZeroShotModel):
         return torch.where(label >= 0, label, pred)
 
     def _reduce(self, per_sample: Tensor) -> Tensor:
-        return per_sample.sum() if self.config.reduction == "sum" else per_sample.mean()
+        """Summed over the (global) batch, or averaged, as ``config.reduction`` says."""
+        return batch_sum(per_sample) if self.config.reduction == "sum" else per_sample.mean()
 
     def _sq_error(self, a: Tensor, b: Tensor) -> Tensor:
         """Per-row squared error: summed over dimensions (``"sum"``) or averaged (``"mean"``)."""
@@ -344,20 +349,20 @@ class ReViSE(ZeroShotModel):
         h_all = self.embed_image(xv)  # visual codes of labelled + unlabelled images
         h_v, h_u = h_all[: x.shape[0]], h_all[x.shape[0]:]
         rec_v = self._reduce(self._sq_error(self.dec_v(h_all), xv))
-        contr = contractive_penalty(h_all, self.enc_v.weight, cfg.activation, reduction=cfg.reduction)
+        contr = self._reduce(contractive_penalty(h_all, self.enc_v.weight, cfg.activation, reduction="none"))
         s_in = self._side(s)
         h_t = self._act(self.enc_t(s_in))
         err_t = self._sq_error(self.dec_t(h_t), s_in)  # (C,)
         rec_t = self._reduce(err_t[y])  # each labelled image with its class's side information
-        sup = class_hinge_loss(h_v @ h_t.T, y, cfg.margin, candidates=labeled, reduction=cfg.reduction)
-        dist = mmd(h_all, h_t, sigmas=cfg.mmd_sigmas)
+        sup = self._reduce(class_hinge_loss(h_v @ h_t.T, y, cfg.margin, candidates=labeled, reduction="none"))
+        dist = mmd(gather(h_all), h_t, sigmas=cfg.mmd_sigmas)  # one MMD over the global batch
         adapt, w_adapt = torch.zeros((), device=x.device, dtype=x.dtype), 0.0
         if n_u and cfg.adapt_weight > 0 and progress >= cfg.adapt_start:
             cand = _class_mask(batch, "unlabeled_classes", c, s.device)
             scores_u = h_u @ h_t.T
             with torch.no_grad():
                 pseudo = scores_u.masked_fill(~cand[None, :], float("-inf")).argmax(dim=1)
-            adapt = class_hinge_loss(scores_u, pseudo, cfg.margin, candidates=cand, reduction=cfg.reduction)
+            adapt = self._reduce(class_hinge_loss(scores_u, pseudo, cfg.margin, candidates=cand, reduction="none"))
             w_adapt = cfg.adapt_weight
         return Objective(
             {"sup": sup, "rec_v": rec_v, "rec_t": rec_t, "contractive": contr, "mmd": dist, "adapt": adapt},
@@ -544,8 +549,8 @@ class ESZSL(ZeroShotModel):
         v = self.V.to(x.dtype)
         vs = v @ s.T
         yy = _signed_onehot(y, s.shape[0], x.dtype)
-        return ((x @ vs - yy).pow(2).sum() + cfg.gamma * vs.pow(2).sum()
-                + cfg.lam * (x @ v).pow(2).sum() + cfg.gamma * cfg.lam * v.pow(2).sum())
+        per_sample = (x @ vs - yy).pow(2).sum(-1) + cfg.lam * (x @ v).pow(2).sum(-1)
+        return batch_sum(per_sample) + cfg.gamma * vs.pow(2).sum() + cfg.gamma * cfg.lam * v.pow(2).sum()
 
     def objective(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> Objective:
         x, y, s = _check_batch(batch, self.config.image_dim, self.config.class_dim)
@@ -596,7 +601,8 @@ class SAE(ZeroShotModel):
 
     def sae_objective(self, x: Tensor, s_per_sample: Tensor) -> Tensor:
         w = self.W.to(x.dtype)
-        return (x - s_per_sample @ w).pow(2).sum() + self.config.lam * (x @ w.T - s_per_sample).pow(2).sum()
+        return batch_sum((x - s_per_sample @ w).pow(2).sum(-1)
+                         + self.config.lam * (x @ w.T - s_per_sample).pow(2).sum(-1))
 
     def objective(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> Objective:
         x, y, s = _check_batch(batch, self.config.image_dim, self.config.class_dim)

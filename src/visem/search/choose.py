@@ -58,14 +58,22 @@ class Chosen:
 
 @dataclass
 class _Data:
-    """A collection's images and text, as every fit reads them."""
+    """A collection's images and text, as every fit reads them: feature rows from the store, never held whole."""
 
-    pooled: Any
-    grid: Any
+    hashes: list[str]  # this collection's images, then a source index's (their content keys in the store)
+    crop: float
+    encoder: str
     pseudo: list[str]
     src: dict[str, Any] | None
     n_own: int
     states: dict[str, Any] = field(default_factory=dict)  # frozen MiniLM states, shared by the fits
+
+    def rows(self, regions: bool, own_only: bool = False) -> Any:
+        """The stored features (grid or pooled) of every image (this collection's first), as rows."""
+        from visem.search.features import feature_rows
+
+        keys = self.hashes[: self.n_own] if own_only else self.hashes
+        return feature_rows(keys, regions, self.crop, self.encoder)
 
 
 def _fit(method: str, encoder: str, captions: list[str], caption_image: np.ndarray, d: _Data, options: Any,
@@ -74,19 +82,14 @@ def _fit(method: str, encoder: str, captions: list[str], caption_image: np.ndarr
 
     ``unseen``: images left out of training altogether (no pseudo pair either): the held-out split.
     """
-    import torch
-
     from visem.search.methods import AUTO_MODEL_DEFAULTS, method_kind
     from visem.search.towers import TextSide
-    from visem.search.training import TrainingData, default_steps, make_sampler, train_model
+    from visem.search.training import FeatureTable, TrainingData, default_steps, make_sampler, train_model
     from visem.train.checkpoint import CheckpointError
 
     kind, regions = method_kind(method)
     regions = regions and options.regions
-    feats_np = d.grid if regions else d.pooled
-    if d.src is not None:
-        feats_np = np.concatenate([feats_np, d.src["grid"] if regions else d.src["pooled"]])
-    feats = torch.as_tensor(np.asarray(feats_np))
+    feats = FeatureTable(d.rows(regions))  # each batch reads its rows from the feature store
     src_caps = d.src["captions"] if d.src else []
     params = {"embed_dim": options.embed_dim, **(AUTO_MODEL_DEFAULTS.get(method, {}) if not options.method else {}),
               **options.model, "text_encoder": encoder}
@@ -116,19 +119,21 @@ def _fit(method: str, encoder: str, captions: list[str], caption_image: np.ndarr
 
 def _held_out_scores(model, side, regions: bool, d: _Data, val_images: np.ndarray, val_caps: list[str]) -> np.ndarray:
     """``(captions, images)`` dense cosines of the held-out captions against the held-out images."""
-    import torch
-
     from visem.search.embedding import embed_images, embed_texts
 
-    feats = torch.as_tensor(np.asarray((d.grid if regions else d.pooled)[val_images]))
-    img = embed_images(model, feats)
+    img = embed_images(model, d.rows(regions, own_only=True)[np.asarray(val_images)])
     txt = embed_texts(model, side.ids(val_caps))
     return txt.astype(np.float64) @ img.astype(np.float64).T
 
 
-def choose_and_train(col: Any, options: Any, auto_method: str, auto_reason: str, pooled: Any, grid: Any,
-                     pseudo: list[str], src: dict[str, Any] | None, workdir: Path) -> Chosen:
-    """Pick (by validation when possible) and train the index's model; see the module docstring."""
+def choose_and_train(col: Any, options: Any, auto_method: str, auto_reason: str, pseudo: list[str],
+                     src: dict[str, Any] | None, workdir: Path) -> Chosen:
+    """Pick (by validation when possible) and train the index's model; see the module docstring.
+
+    ``src``: a source index's ``hashes``, ``captions`` and ``caption_image``
+    (VSA's paired domain), or ``None``. Features are read from the store
+    (the build's scan stored them).
+    """
     from visem.features.tokenize import tokenize
     from visem.search.lexical import (
         DEFAULT_FUSION,
@@ -142,7 +147,8 @@ def choose_and_train(col: Any, options: Any, auto_method: str, auto_reason: str,
     )
 
     notes: list[str] = []
-    d = _Data(pooled, grid, list(pseudo), src, len(col.names))
+    hashes = list(col.hashes) + (list(src["hashes"]) if src else [])
+    d = _Data(hashes, options.crop, options.image_encoder, list(pseudo), src, len(col.names))
     fixed_encoder = options.text_encoder or options.model.get("text_encoder")
     encoders = [fixed_encoder] if fixed_encoder else list(CANDIDATE_TEXT_ENCODERS)
     method = options.method or auto_method

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-__all__ = ["Collection", "load_collection", "pseudo_captions", "skipped_text"]
+__all__ = ["Collection", "finish_collection", "load_collection", "pseudo_captions", "read_rows", "skipped_text"]
 
 
 @dataclass
@@ -43,24 +43,38 @@ def _with_more(lines: list[str], total: int) -> list[str]:
     return lines + ([f"... and {total - len(lines)} more"] if total > len(lines) else [])
 
 
-def load_collection(images: Path, captions: Path | None, problems_limit: int = 20) -> Collection:
-    """Read the folder and caption file; drop exact duplicate images (same bytes), merging their captions.
+def read_rows(images: Path, captions: Path | None) -> Any:
+    """The caption file's rows and the folder's image files, without opening any image.
 
-    Images must lie inside ``images``: a row naming an absolute path or a
-    symlink that resolves outside it is refused (``outside_folder``), as an
-    index serves files only from inside its folders. Rows with an empty
-    caption and captions with no usable word (no letter or digit of any
-    script) keep their image, uncaptioned, and are reported in ``notes``;
-    real skips are counted in ``skipped`` and listed in ``problems`` (the
-    first ``problems_limit``, then ``... and N more``).
+    A :class:`visem.data.captions.CaptionDataset`: malformed rows, missing
+    images, empty captions are already counted; an absolute path or a
+    symlink that resolves outside ``images`` is refused (``outside_folder``),
+    as an index serves files only from inside its folders. Whether each file
+    is a readable image is learnt by the one read of
+    :func:`finish_collection`'s scan, not here.
+    """
+    from visem.data.captions import load_captions
+
+    return load_captions(captions, images, include_unlisted=True, check_images=False, confine=True)
+
+
+def finish_collection(ds: Any, keys: list[str | None], errors: dict[int, str],
+                      problems_limit: int = 20) -> Collection:
+    """Drop unreadable images (``keys[i] is None``; ``errors`` says why) and merge duplicates (same key).
+
+    ``keys`` are the content keys of ``ds.image_paths`` from the scan that
+    read each file once (:func:`visem.search.features.scan_images`). A
+    dropped image's captions go with it; a duplicate's captions and tags
+    join the first image with those bytes. Rows with an empty caption and
+    captions with no usable word (no letter or digit of any script) keep
+    their image, uncaptioned, and are reported in ``notes``; real skips are
+    counted in ``skipped`` and listed in ``problems`` (the first
+    ``problems_limit``, then ``... and N more``).
     """
     import numpy as np
 
-    from visem.data.captions import load_captions
-    from visem.features.cache import file_key
     from visem.features.tokenize import tokenize
 
-    ds = load_captions(captions, images, include_unlisted=True, check_images=True, confine=True)
     issues = [i for i in ds.report.issues if i.kind not in KEPT_KINDS]
     skipped = {k: n for k, n in ds.report.counts().items() if k not in KEPT_KINDS}
     problem_list = [str(i) for i in issues]
@@ -68,12 +82,17 @@ def load_collection(images: Path, captions: Path | None, problems_limit: int = 2
     n_empty = len(ds.report.of("empty_caption"))
     if n_empty:
         notes.append(f"{n_empty} row(s) with an empty caption: their images kept, uncaptioned")
-    hashes_all = [file_key(p) for p in ds.image_paths]
+    bad = [i for i, k in enumerate(keys) if k is None]
+    if bad:
+        skipped["unreadable"] = skipped.get("unreadable", 0) + len(bad)
+        problem_list += [f"unreadable: {errors.get(i, ds.image_paths[i])}" for i in bad]
     first: dict[str, int] = {}
     keep: list[int] = []
-    remap = np.empty(len(ds.images), dtype=np.int64)
+    remap = np.full(len(ds.images), -1, dtype=np.int64)
     n_dup = 0
-    for i, h in enumerate(hashes_all):
+    for i, h in enumerate(keys):
+        if h is None:
+            continue
         if h in first:
             remap[i] = remap[first[h]]
             n_dup += 1
@@ -86,7 +105,9 @@ def load_collection(images: Path, captions: Path | None, problems_limit: int = 2
         skipped["duplicate_image"] = n_dup
     problems = _with_more(problem_list[:problems_limit], len(problem_list))
     tags: list[list[str]] = [list(ds.tags[i]) for i in keep]
-    for i, h in enumerate(hashes_all):  # tags of merged duplicates join the kept image's
+    for i in range(len(keys)):  # tags of merged duplicates join the kept image's
+        if remap[i] < 0:
+            continue
         for t in ds.tags[i]:
             if t not in tags[remap[i]]:
                 tags[remap[i]].append(t)
@@ -94,6 +115,8 @@ def load_collection(images: Path, captions: Path | None, problems_limit: int = 2
     seen: set[tuple[int, str]] = set()
     caps, cimg, wordless = [], [], []
     for c, i in zip(ds.captions, cap_img.tolist()):
+        if i < 0:  # captions of an unreadable image go with it
+            continue
         if not tokenize(c):  # "!!!", emoji only: nothing to learn or match
             wordless.append(c)
             continue
@@ -105,12 +128,19 @@ def load_collection(images: Path, captions: Path | None, problems_limit: int = 2
         shown = ", ".join(repr(c) for c in wordless[:3]) + (f" and {len(wordless) - 3} more" if len(wordless) > 3 else "")
         notes.append(f"{len(wordless)} caption(s) with no usable word ({shown}): not counted as captions, "
                      "their images kept")
-    return Collection(Path(images), [ds.images[i] for i in keep], [hashes_all[i] for i in keep], caps,
+    return Collection(Path(ds.root), [ds.images[i] for i in keep], [keys[i] for i in keep], caps,
                       np.asarray(cimg, dtype=np.int64), tags, skipped, problems, notes)
 
 
+def load_collection(images: Path, captions: Path | None, scan: Callable[[list[Path]], Any]) -> Collection:
+    """:func:`read_rows`, ``scan(paths)`` (one read per file: keys, features), :func:`finish_collection`."""
+    ds = read_rows(images, captions)
+    found = scan(ds.image_paths)
+    return finish_collection(ds, found.keys, found.errors)
+
+
 def pseudo_captions(tags: list[list[str]], pooled: Any, top: int = 3, min_prob: float = 0.05,
-                    encoder: str = "efficientnet-lite0") -> tuple[list[str], str]:
+                    encoder: str = "efficientnet-lite0", block: int = 4096) -> tuple[list[str], str]:
     """One pseudo caption per image: its tags joined when it has tags, else its top ImageNet classes.
 
     The ImageNet classes come from EfficientNet-Lite0's own classifier head on
@@ -128,11 +158,13 @@ def pseudo_captions(tags: list[list[str]], pooled: Any, top: int = 3, min_prob: 
         from visem.features.image import imagenet_probabilities
 
         names = [c.split(",")[0].strip() for c in imagenet_classes()]
-        probs = imagenet_probabilities(np.asarray(pooled)[need], variant=encoder)
-        for i, p in zip(need, probs):
-            order = np.argsort(-p)[:top]
-            words = [names[j] for r, j in enumerate(order) if r == 0 or p[j] >= min_prob]
-            out[i] = " ".join(words)
+        for s in range(0, len(need), block):  # blocks: ``pooled`` may be rows read from the feature store
+            part = need[s:s + block]
+            probs = imagenet_probabilities(np.asarray(pooled[np.asarray(part)], dtype=np.float32), variant=encoder)
+            for i, p in zip(part, probs):
+                order = np.argsort(-p)[:top]
+                words = [names[j] for r, j in enumerate(order) if r == 0 or p[j] >= min_prob]
+                out[i] = " ".join(words)
     n_tags = len(tags) - len(need)
     note = ", ".join(s for s in (f"tags for {n_tags}" if n_tags else "",
                                  f"ImageNet classes for {len(need)}" if need else "") if s)

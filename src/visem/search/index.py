@@ -13,7 +13,7 @@ from typing import Any
 
 from visem.search.collection import load_collection, skipped_text
 from visem.search.embedding import embed_images, embed_texts
-from visem.search.features import image_features
+from visem.search.features import feature_rows, scan_images
 from visem.search.folder import MANIFEST, gen_files, read_manifest, require_file
 from visem.search.types import (
     MAX_K,
@@ -32,8 +32,10 @@ class SearchIndex:
     """An index folder opened for search (see the module docstring for its files).
 
     The methods that run the model hold a lock, so one :class:`SearchIndex`
-    may serve several threads; :meth:`add_images` must not run in two
-    processes on one index at once.
+    may serve several threads; :meth:`add_images` must not run while other
+    threads search the same object, nor in two processes on one index at
+    once. Image embeddings stay on disk (memory-mapped float16, one file per
+    generation); :meth:`close` releases a Milvus connection.
     """
 
     def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
@@ -57,53 +59,55 @@ class SearchIndex:
         return require_file(self.path, name)
 
     def _load(self, model: bool = True) -> None:
-        """Read the files the manifest names; ``model=False`` keeps the loaded model and vocabulary."""
-        import json
+        """Read the model, vocabulary, captions and every generation the manifest names; open the vector stores.
 
-        import numpy as np
+        ``model=False`` keeps the loaded model, vocabulary and text side (a reload after ``index add``).
+        """
+        import json
 
         from visem.config import load_yaml
         from visem.features.text import Vocabulary
         from visem.models import build_model
-        from visem.search.ann import VectorIndex
+        from visem.search.folder import open_rows
+        from visem.search.vectors import open_store
         from visem.train.checkpoint import load_weights
 
         m = self.manifest
-        files = m["files"]
+        self._names: list[str] = []
+        self._root_of: list[int] = []
+        self._hashes: list[str] = []
+        self._rows: list[Any] = []  # per generation, (n_g, D) memory-mapped embeddings
         try:
             if model:
                 self.model = build_model(m["method"], load_yaml(self._file("model.yaml")))
                 load_weights(self._file("model.safetensors"), self.model)
                 self.model.eval()
                 self.vocab = Vocabulary.from_json(self._file("vocab.json").read_text())
-            images = json.loads(self._file(files["images"]).read_text())
-            caps = json.loads(self._file("captions.json").read_text())
-            self.embeddings = np.load(self._file(files["embeddings"]))
-            self.caption_embeddings = np.load(self._file("caption_embeddings.npy"))
-            self.vectors = VectorIndex.load(self._file(files["vectors"]))
+            for gen in m["generations"]:
+                self._read_generation(gen)
+            caps = json.loads(self._file(m["captions"]["file"]).read_text())
+            self.caption_embeddings = open_rows(self._file(m["captions"]["embeddings"]))
+            self._images = open_store(m["vectors"], self.path, "images", self._rows)
+            self._caption_store = open_store(m["vectors"], self.path, "captions", [self.caption_embeddings])
         except IndexFileError:
             raise
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise IndexFileError(f"{self.path}: damaged index ({exc})") from None
         self.roots = [Path(r) for r in m["roots"]]
-        self._names = [im["name"] for im in images]
-        self._root_of = [int(im["root"]) for im in images]
-        self._hashes = [im["sha256"] for im in images]
         self._captions = list(caps["captions"])
         self._caption_image = list(caps["image"])
         self._by_image: dict[int, list[int]] = {}
         for j, i in enumerate(self._caption_image):
             self._by_image.setdefault(i, []).append(j)
         n = len(self._names)
-        if self.embeddings.shape[0] != n or self.vectors.ntotal != n:
-            raise IndexFileError(f"{self.path}: {n} images but {self.embeddings.shape[0]} embeddings and "
-                                 f"{self.vectors.ntotal} vectors")
+        if self._images.ntotal != n:
+            raise IndexFileError(f"{self.path}: {n} images but {self._images.ntotal} vectors")
         if self.caption_embeddings.shape[0] != len(self._captions):
             raise IndexFileError(f"{self.path}: {len(self._captions)} captions but "
                                  f"{self.caption_embeddings.shape[0]} caption embeddings")
-        self._load_text_side(model)  # visem.search.towers / visem.search.lexical
+        self._load_sides(model)
 
-    def _load_text_side(self, model: bool) -> None:
+    def _load_sides(self, model: bool) -> None:
         """The text tower's query side, the lexical index and fusion, the raw image features (visem.search.sides)."""
         from visem.search.sides import load_sides
 
@@ -114,6 +118,49 @@ class SearchIndex:
         from visem.search.sides import reloaded
 
         return reloaded(self)
+
+    def _read_generation(self, gen: dict[str, Any]) -> None:
+        """Append one generation's images and embeddings to the in-memory lists."""
+        import json
+
+        from visem.search.folder import open_rows
+
+        images = json.loads(self._file(gen["images"]).read_text())
+        rows = open_rows(self._file(gen["embeddings"]))
+        if rows.ndim != 2 or rows.shape[0] != len(images):
+            raise IndexFileError(f"{self.path / gen['embeddings']}: shape {rows.shape} for {len(images)} images "
+                                 f"in {gen['images']}")
+        self._names += [im["name"] for im in images]
+        self._root_of += [int(im["root"]) for im in images]
+        self._hashes += [im["sha256"] for im in images]
+        self._rows.append(rows)
+
+    def close(self) -> None:
+        """Release the vector stores' connections (a Milvus client); the faiss store holds nothing to release."""
+        self._images.close()
+        self._caption_store.close()
+
+    @property
+    def embeddings(self) -> Any:
+        """(N, D) image embeddings in id order: the memory map of a one-generation index, else a copy in memory.
+
+        Prefer :meth:`embedding_rows` for a few rows of a large index.
+        """
+        from visem.search.folder import GenerationRows
+
+        return GenerationRows(self._rows).whole()
+
+    def embedding_rows(self, ids: Any) -> Any:
+        """(len(ids), D) float32 embeddings of the given image ids (read from the generations' memory maps)."""
+        from visem.search.folder import GenerationRows
+
+        return GenerationRows(self._rows)[ids]
+
+    @property
+    def raw(self) -> Any:
+        """(N, F) raw image features (unit norm, float16; :mod:`visem.search.image_space`), or ``None`` when the
+        index keeps none; a copy in memory past one generation."""
+        return self._raw_rows.whole() if self._raw_rows is not None else None
 
     # -- facts ------------------------------------------------------------------
     @property
@@ -126,14 +173,16 @@ class SearchIndex:
 
     def info(self) -> dict[str, Any]:
         m = self.manifest
+        ann = self._images.describe()
+        ann["recall_at_10_at_build"] = m["report"]["ann"].get("recall_at_10")
         return {"path": str(self.path), "method": m["method"], "n_images": self.n_images,
                 "n_captions": len(self._captions), "dim": m["dim"], "generation": m["generation"],
-                "roots": [str(r) for r in self.roots], "created": m["created"], "vocab_size": len(self.vocab),
-                "ann": {"kind": self.vectors.kind, "n": self.vectors.ntotal, "nprobe": self.vectors.nprobe,
-                        "recall_at_10_at_build": m["report"]["ann"].get("recall_at_10")},
-                "text_encoder": m.get("text_encoder", "gru"), "image_encoder": m.get("image_encoder",
-                                                                                      "efficientnet-lite0"),
-                "fusion": self.fusion, "report": m["report"]}
+                "generations": len(self._rows), "roots": [str(r) for r in self.roots], "created": m["created"],
+                "vocab_size": len(self.vocab), "format_version": m.get("read_as", m["version"]), "ann": ann,
+                "captions_ann": self._caption_store.describe(),
+                "text_encoder": m.get("text_encoder", "gru"),
+                "image_encoder": m.get("image_encoder", "efficientnet-lite0"), "fusion": self.fusion,
+                "report": m["report"]}
 
     def name(self, image_id: int) -> str:
         return self._names[self._check_id(image_id)]
@@ -227,12 +276,10 @@ class SearchIndex:
         return self._hits(scores, ids)
 
     def _encoder_get(self):
-        from visem.features.image import VARIANTS, EfficientNetLite0, Preprocess
+        from visem.search.features import encoder
 
         if self._encoder is None:
-            variant = self.manifest.get("image_encoder", "efficientnet-lite0")
-            self._encoder = EfficientNetLite0(Preprocess(crop=self.manifest["crop"], image_size=VARIANTS[variant]),
-                                              variant=variant)
+            self._encoder = encoder(self.manifest["crop"], self._image_encoder)
         return self._encoder
 
     def embed_image_file(self, image: Any) -> Any:
@@ -242,12 +289,6 @@ class SearchIndex:
         the CNN runs outside the index's lock (only the small embedding head
         takes it), so text queries are not held up by image queries.
         """
-        import numpy as np
-        import torch
-
-        from visem.features.image import VARIANTS
-        from visem.search.upload import open_query_image
-
         return self._embed_image_both(image)[0]
 
     def _embed_image_both(self, image: Any) -> tuple[Any, Any]:
@@ -258,7 +299,7 @@ class SearchIndex:
         from visem.features.image import VARIANTS
         from visem.search.upload import open_query_image
 
-        pil = open_query_image(image, target=VARIANTS[self.manifest.get("image_encoder", "efficientnet-lite0")])
+        pil = open_query_image(image, target=VARIANTS[self._image_encoder])
         enc = self._encoder_get()
         grid = enc.encode(enc.preprocess(pil)[None])  # (1, R, 1280), outside the lock
         x = torch.as_tensor(grid if self.manifest["regions"] else grid.mean(axis=1))
@@ -266,23 +307,26 @@ class SearchIndex:
             return self.model.embed_image(x.float())[0].numpy().astype(np.float32), grid.mean(axis=1)[0]
 
     def _similar(self, vec: Any, k: int, exclude: int | None = None, raw: Any = None) -> SimilarResult:
-        import numpy as np
+        """Nearest images (``exclude`` left out) and nearest captions of an embedding, both through the vector stores.
 
+        With ``raw`` (the query's raw features) and an index that keeps them,
+        images rank by learned + raw cosine (:mod:`visem.search.image_space`).
+        """
         k = self._check_k(k)
-        if raw is not None and self.raw is not None:  # learned + raw cosine (visem.search.image_space)
-            from visem.search.image_space import fused_top
+        if raw is not None and self._raw_rows is not None:
+            from visem.search.sides import similar_fused
 
-            s_img, i_img = fused_top(vec, raw, self.embeddings, self.raw, self.vectors, k, exclude)
+            s_img, i_img = similar_fused(self, vec, raw, k, exclude)
             images = self._hits(s_img, i_img)
         else:
-            scores, ids = self.vectors.search(vec[None, :], min(self.n_images, k + (exclude is not None)))
+            scores, ids = self._images.search(vec[None, :], min(self.n_images, k + (exclude is not None)))
             keep = ids[0] != (exclude if exclude is not None else -1)
             images = self._hits(scores[0][keep][:k], ids[0][keep][:k])
         caps: list[CaptionHit] = []
         if len(self._captions):
-            s = self.caption_embeddings @ vec
-            top = np.argsort(-s, kind="stable")[:k]
-            caps = [CaptionHit(self._captions[j], int(self._caption_image[j]), round(float(s[j]), 6)) for j in top]
+            s, top = self._caption_store.search(vec[None, :], k)
+            caps = [CaptionHit(self._captions[j], int(self._caption_image[j]), round(float(v), 6))
+                    for v, j in zip(s[0].tolist(), top[0].tolist())]
         return SimilarResult(images, caps)
 
     def search_image(self, image: Any, k: int = 10) -> SimilarResult:
@@ -294,35 +338,48 @@ class SearchIndex:
     def similar(self, image_id: int, k: int = 10) -> SimilarResult:
         """An indexed image as the query: the other images nearest to it, and matching captions."""
         i = self._check_id(image_id)
-        return self._similar(self.embeddings[i], k, exclude=i, raw=self.raw[i] if self.raw is not None else None)
+        raw = self._raw_rows[[i]][0] if self._raw_rows is not None else None
+        return self._similar(self.embedding_rows([i])[0], k, exclude=i, raw=raw)
 
     # -- growing -----------------------------------------------------------------
-    def _features_of(self, paths: list[Path], hashes: list[str], progress: bool = False):
-        pooled, grid = image_features(paths, hashes, self.manifest["regions"], self.manifest["crop"], progress,
-                                      self.manifest.get("image_encoder", "efficientnet-lite0"))
-        import torch
+    def _load_folder(self, folder: Path, captions: Path | None, progress: bool = False,
+                     workers: int | None = None):
+        """A collection read with one read per file; features stored for the images not already indexed."""
+        regions, crop, variant = self.manifest["regions"], self.manifest["crop"], self._image_encoder
+        known = set(self._hashes)
+        return load_collection(folder, captions, lambda paths: scan_images(
+            paths, regions=regions, crop=crop, workers=workers, progress=progress, skip=known, variant=variant))
 
-        feats = torch.as_tensor(grid if self.manifest["regions"] else pooled)
+    @property
+    def _image_encoder(self) -> str:
+        """The EfficientNet-Lite variant the index was built with."""
+        from visem.search.features import DEFAULT_IMAGE_ENCODER
+
+        return self.manifest.get("image_encoder", DEFAULT_IMAGE_ENCODER)
+
+    def _embed_stored(self, hashes: list[str]):
+        """(n, D) float32 embeddings of images whose features are in the store (by content key)."""
+        rows = feature_rows(hashes, self.manifest["regions"], self.manifest["crop"], self._image_encoder)
         with self._lock:
-            return embed_images(self.model, feats)
+            return embed_images(self.model, rows)
 
-    def add_images(self, images: str | Path, progress: bool = False, captions: str | Path | None = None) -> dict[str, Any]:
-        """Embed the images of a folder into the index without retraining.
+    def add_images(self, images: str | Path, progress: bool = False, captions: str | Path | None = None,
+                   workers: int | None = None) -> dict[str, Any]:
+        """Embed the images of a folder into the index without retraining, as a new generation.
 
         Images whose content is already indexed are skipped (counted as
         ``already_indexed``); unreadable files are skipped and reported. The
-        new embeddings, image list and vector index are written as the next
-        generation's files and the manifest is replaced last, so a reader
-        sees the index before or after the addition, never between.
+        new images' list, embeddings and vectors are written as the next
+        generation's files (nothing already written is copied or rewritten,
+        so the cost follows the number of new images) and the manifest is
+        replaced last, so a reader sees the index before or after the
+        addition, never between.
         """
-        import copy
-
-        import numpy as np
-
-        from visem.io import atomic_path, atomic_write_json
+        from visem.io import atomic_write_json
+        from visem.search.folder import open_rows, stored_manifest, write_embeddings
 
         folder = Path(images)
-        col = load_collection(folder, Path(captions) if captions is not None else None)
+        col = self._load_folder(folder, Path(captions) if captions is not None else None, progress, workers)
         known = set(self._hashes)
         new = [i for i, h in enumerate(col.hashes) if h not in known]
         report: dict[str, Any] = {"folder": str(folder), "found": len(col.names), "added": len(new),
@@ -331,7 +388,7 @@ class SearchIndex:
         if not new:
             report["n_images"] = self.n_images
             return report
-        emb = self._features_of([col.paths[i] for i in new], [col.hashes[i] for i in new], progress)
+        emb = self._embed_stored([col.hashes[i] for i in new])
         root = str(folder.resolve())
         roots = [str(r) for r in self.roots]
         if root not in roots:
@@ -339,26 +396,27 @@ class SearchIndex:
         r = roots.index(root)
         gen = int(self.manifest["generation"]) + 1
         files = gen_files(gen)
-        vectors = copy.deepcopy(self.vectors)
-        vectors.add(emb)
-        entries = [{"root": ro, "name": n, "sha256": h} for ro, n, h in zip(self._root_of, self._names, self._hashes)]
-        entries += [{"root": r, "name": col.names[i], "sha256": col.hashes[i]} for i in new]
-        all_emb = np.concatenate([self.embeddings, emb])
-        atomic_write_json(self.path / files["images"], entries)
-        with atomic_path(self.path / files["embeddings"]) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, all_emb)
-        vectors.save(self.path / files["vectors"])
-        old_files = dict(self.manifest["files"])
-        manifest = dict(self.manifest, generation=gen, files=files, roots=roots, n_images=len(entries))
-        from visem.search.sides import add_sides  # the new images' words and raw features (visem.search.sides)
+        entries = [{"root": r, "name": col.names[i], "sha256": col.hashes[i]} for i in new]
+        from visem.search.sides import add_sides  # the new images' words and raw features
 
-        old_files.update(add_sides(self, manifest, col, new, gen))
-        atomic_write_json(self.path / MANIFEST, manifest)  # the commit point
-        for f in old_files.values():
-            (self.path / f).unlink(missing_ok=True)
-        self.manifest = manifest
-        self._load(model=False)  # the model and vocabulary did not change
+        with self._lock:
+            atomic_write_json(self.path / files["images"], entries)
+            write_embeddings(self.path / files["embeddings"], emb, len(new), emb.shape[1])
+            sides = add_sides(self, col, new, gen, self.manifest["crop"], self._image_encoder)
+            rows = open_rows(self.path / files["embeddings"])
+            entry = self._images.append(rows, gen)
+            vectors = dict(self.manifest["vectors"], images=entry)
+            gens = list(self.manifest["generations"]) + [{"id": gen, **files, **sides, "n": len(new)}]
+            manifest = dict(self.manifest, generation=gen, generations=gens, vectors=vectors, roots=roots,
+                            n_images=self.n_images + len(new))
+            atomic_write_json(self.path / MANIFEST, stored_manifest(manifest))  # the commit point
+            self.manifest = stored_manifest(manifest)
+            self.roots = [Path(x) for x in roots]
+            self._names += [e["name"] for e in entries]
+            self._root_of += [r] * len(entries)
+            self._hashes += [e["sha256"] for e in entries]
+            self._rows.append(rows)
+            self._load_sides(model=False)  # the lexical index over every document, the raw rows of every generation
         report["n_images"] = self.n_images
         return report
 
@@ -380,7 +438,7 @@ class SearchIndex:
         from visem.metrics import retrieval_recall
 
         root = Path(images) if images is not None else self.roots[0]
-        col = load_collection(root, Path(captions))
+        col = self._load_folder(root, Path(captions))
         if not len(col.captions):
             raise DataError(f"{captions}: no usable (image, caption) row ({skipped_text(col.skipped) or 'empty'})")
         used = np.unique(col.caption_image)  # only captioned images form the gallery
@@ -388,12 +446,12 @@ class SearchIndex:
         remap[used] = np.arange(len(used))
         pos = {h: i for i, h in enumerate(self._hashes)}
         in_index = [pos.get(col.hashes[i]) for i in used]
-        img = np.zeros((len(used), self.embeddings.shape[1]), np.float32)
+        img = np.zeros((len(used), int(self.manifest["dim"])), np.float32)
         have = [j for j, p in enumerate(in_index) if p is not None]
-        img[have] = self.embeddings[[in_index[j] for j in have]]
+        img[have] = self.embedding_rows([in_index[j] for j in have])
         todo = [j for j, p in enumerate(in_index) if p is None]
         if todo:
-            img[todo] = self._features_of([col.paths[used[j]] for j in todo], [col.hashes[used[j]] for j in todo])
+            img[todo] = self._embed_stored([col.hashes[used[j]] for j in todo])
         with self._lock:
             txt = embed_texts(self.model, self.side.ids(col.captions))
         train_pairs = {(self._hashes[i], c) for c, i in zip(self._captions, self._caption_image)}

@@ -227,14 +227,21 @@ def choose_fusion(dense: np.ndarray, lex_norm: np.ndarray, caption_image: Sequen
 
 
 # ---------------------------------------------------------------------- searching
-def hybrid_top(query: np.ndarray, lex: np.ndarray, embeddings: np.ndarray, vectors: Any, fusion: dict[str, Any],
+def _rows(embeddings: Any, ids: np.ndarray) -> np.ndarray:
+    """``embeddings[ids]`` as float32 (a memory map's or a row reader's rows)."""
+    return np.asarray(embeddings[np.asarray(ids, dtype=np.int64)], dtype=np.float32)
+
+
+def hybrid_top(query: np.ndarray, lex: np.ndarray, embeddings: Any, vectors: Any, fusion: dict[str, Any],
                k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` ``(scores, ids)`` of one query under ``fusion``, best first.
 
     ``query``: the (D,) dense query vector (``None`` when the dense side
     cannot embed the query: lexical results only); ``lex``: its (N,) raw BM25
-    scores; ``embeddings``: the (N, D) image embeddings (row access only);
-    ``vectors``: the :class:`~visem.search.ann.VectorIndex` over them.
+    scores; ``embeddings``: the (N, D) image embeddings (row access only:
+    ``embeddings[ids]`` for an integer array, e.g. rows read from the
+    index's generations); ``vectors``: the vector store over them
+    (:class:`~visem.search.vectors.VectorStore`, exact scores).
 
     Candidates are the dense top ``C`` (from the vector index) and the
     lexical top ``C`` (``C = max(100, 10 k)``), scored exactly. For a weighted
@@ -250,7 +257,7 @@ def hybrid_top(query: np.ndarray, lex: np.ndarray, embeddings: np.ndarray, vecto
     kind = fusion["kind"]
     if query is None or kind == "lexical":
         ln = lex / top if top > 0 else lex
-        dense = (np.asarray(embeddings) @ query).astype(np.float64) if query is not None else np.zeros(n)
+        dense = (_rows(embeddings, np.arange(n)) @ query).astype(np.float64) if query is not None else np.zeros(n)
         order = np.lexsort((np.arange(n), -dense, -ln))[:k]  # word match first, then the dense score
         return ln[order].astype(np.float32), order.astype(np.int64)
     if kind == "dense" or top <= 0:
@@ -263,7 +270,7 @@ def hybrid_top(query: np.ndarray, lex: np.ndarray, embeddings: np.ndarray, vecto
     nz = np.flatnonzero(ln > 0)
     l_ids = nz[np.argsort(-ln[nz], kind="stable")[:c]]
     cands = np.union1d(d_ids, l_ids)
-    dense_c = np.asarray(embeddings)[cands].astype(np.float64) @ np.asarray(query, dtype=np.float64)
+    dense_c = _rows(embeddings, cands).astype(np.float64) @ np.asarray(query, dtype=np.float64)
     if kind == "weighted":
         w = float(fusion["weight"])
         fused = dense_c + w * ln[cands]
@@ -272,7 +279,7 @@ def hybrid_top(query: np.ndarray, lex: np.ndarray, embeddings: np.ndarray, vecto
         outside_lex = float(ln[l_ids[-1]]) if len(l_ids) == c and len(nz) > c else 0.0
         if len(cands) < n and kth < outside_dense + w * outside_lex:  # the bound fails: score everything
             cands = np.arange(n)
-            fused = np.asarray(embeddings).astype(np.float64) @ np.asarray(query, dtype=np.float64) + w * ln
+            fused = _rows(embeddings, cands).astype(np.float64) @ np.asarray(query, dtype=np.float64) + w * ln
     else:
         ck = float(fusion["k"])
         d_rank = {int(i): r for r, i in enumerate(d_ids, 1)}

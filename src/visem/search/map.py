@@ -84,7 +84,8 @@ def index_map(index: Any, n_images: int = 2000, n_captions: int = 500, method: s
     img_ids = np.sort(rng.choice(ni, size=min(ni, n_images), replace=False)) if ni else np.zeros(0, int)
     nc = len(index._captions)
     cap_ids = np.sort(rng.choice(nc, size=min(nc, n_captions), replace=False)) if nc else np.zeros(0, int)
-    x = np.concatenate([np.asarray(index.embeddings)[img_ids], np.asarray(index.caption_embeddings)[cap_ids]])
+    x = np.concatenate([index.embedding_rows(img_ids),
+                        np.asarray(index.caption_embeddings[cap_ids], dtype=np.float32)])
     xy, used = project_2d(x, method, seed)
     points: list[dict[str, Any]] = []
     for row, i in enumerate(img_ids.tolist()):

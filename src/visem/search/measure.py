@@ -55,7 +55,6 @@ def table(rows: list[dict[str, Any]]) -> str:
         return f"{xs.mean():.1f} ± {xs.std(ddof=1):.1f}" if len(xs) > 1 else f"{xs[0]:.1f} (one seed)"
 
     lines = ["| collection | row | held-out rsum (mean ± std) | seeds |", "|---|---|---|---|"]
-    other = [r for r in rows if r.get("image_encoder", "efficientnet-lite0") != "efficientnet-lite0"]
     rows = [r for r in rows if r.get("image_encoder", "efficientnet-lite0") == "efficientnet-lite0"]
     for style in dict.fromkeys(r["style"] for r in rows):
         rs = [r for r in rows if r["style"] == style]

@@ -47,6 +47,27 @@ def check_build_options(o: Any) -> None:
         check_fusion(o.fusion)
     if not isinstance(o.model, dict):
         raise ValueError(f"model settings must be a dict, got {type(o.model).__name__}")
+    _check_vectors(o)
+    if o.workers is not None:
+        _int("workers (--workers)", o.workers, 0, " (0 decodes in this process)")
+
+
+def _check_vectors(o: Any) -> None:
+    """The vector store's options: index type, backend, Milvus URI, re-ranking depth."""
+    from visem.search.ann import KINDS
+    from visem.search.vectors import BACKENDS
+
+    _int("ivf_max (--ivf-max)", o.ivf_max, 0)
+    if o.index_type is not None and o.index_type not in KINDS:
+        raise ValueError(f"index_type (--index-type) must be one of {', '.join(KINDS)} (or None: by size), "
+                         f"got {o.index_type!r}")
+    if o.backend not in BACKENDS:
+        raise ValueError(f"backend (--backend) must be one of {', '.join(BACKENDS)}, got {o.backend!r}")
+    if o.backend != "faiss" and (o.index_type or o.opq):
+        raise ValueError(f"index_type and opq choose faiss structures; the {o.backend} backend picks its own")
+    if o.uri is not None and o.backend != "milvus":
+        raise ValueError("uri is the Milvus backend's (a Milvus Lite file or a server URL); pass backend='milvus'")
+    _int("rerank (--rerank)", o.rerank, 1)
 
 
 def check_port(port: Any) -> int:

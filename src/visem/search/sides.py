@@ -5,52 +5,107 @@ Kept apart from :mod:`visem.search.index` (which calls each function from a
 one-line hook) so the opened index stays one idea: its files and its
 queries. See :mod:`visem.search.lexical`, :mod:`visem.search.towers` and
 :mod:`visem.search.image_space` for what each side is.
+
+On disk the sides follow the generations (:mod:`visem.search.folder`): each
+generation entry names its images' lexical documents (``lexical.<g>.json``)
+and raw features (``raw.<g>.npy``), and an ``add`` writes only the new
+images'; the manifest's ``lexical`` entry holds the fusion and its
+``image_space`` entry the image-to-image score.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from visem.search.types import IndexFileError, QueryError
 
-__all__ = ["add_sides", "fusion_for", "held_out_modes", "load_sides", "reloaded", "search_text"]
+__all__ = ["add_sides", "fusion_for", "held_out_modes", "load_sides", "reloaded", "search_text", "side_entries",
+           "similar_fused", "write_sides"]
+
+#: rows per block when the raw features are written from the feature store
+_BLOCK = 4096
+
+
+def side_entries(fusion: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's entries of the sides: the fusion, and which score image-to-image search uses."""
+    from visem.search.image_space import DEFAULT_IMAGE_SPACE
+
+    return {"lexical": {"fusion": dict(fusion)}, "image_space": {"kind": DEFAULT_IMAGE_SPACE}}
+
+
+def write_sides(folder: Path, gen: int, col: Any, ids: list[int], pseudo: list[str], pooled: Any,
+                lexical: bool = True, raw: bool = True) -> dict[str, str]:
+    """Generation ``gen``'s lexical documents and raw features of the images ``ids`` of ``col``.
+
+    ``pseudo`` and ``pooled`` (rows of pooled features, e.g. read from the
+    feature store) are row-aligned with ``ids``. Returns the file names for
+    the generation entry (``lexical``, ``raw``).
+    """
+    from visem.search.folder import write_embeddings
+    from visem.search.image_space import raw_file, unit_float16
+    from visem.search.lexical import image_documents, lexical_file, write_documents
+
+    out: dict[str, str] = {}
+    if lexical:  # their captions and tags (from the caption file), else their pseudo captions
+        pos = {i: j for j, i in enumerate(ids)}
+        caps = [(c, pos[i]) for c, i in zip(col.captions, col.caption_image.tolist()) if i in pos]
+        docs = image_documents(len(ids), [c for c, _ in caps], [j for _, j in caps], [col.tags[i] for i in ids],
+                               pseudo)
+        out["lexical"] = lexical_file(gen)
+        write_documents(folder / out["lexical"], docs)
+    if raw:
+        out["raw"] = raw_file(gen)
+        n = len(ids)
+        blocks = (unit_float16(pooled[s:s + _BLOCK]) for s in range(0, n, _BLOCK))
+        write_embeddings(folder / out["raw"], blocks, n, int(pooled.shape[1]))
+    return out
 
 
 def load_sides(index: Any, model: bool) -> None:
-    """Set ``index.side`` (when the model is loaded), ``index.raw``, ``index.lexical`` and ``index.fusion``.
+    """Set ``index.side`` (when the model is loaded), ``index._raw_rows``, ``index.lexical`` and ``index.fusion``.
 
     Indexes built before these sides existed get none: dense text search over
     the learned embedding, image search by the learned embedding.
     """
+    from visem.search.folder import GenerationRows, open_rows
     from visem.search.lexical import LexicalIndex, read_documents
     from visem.search.towers import TextSide, text_encoder_of
 
+    m, gens = index.manifest, index.manifest["generations"]
     if model:
-        index.side = TextSide(text_encoder_of(index.model), index.vocab, int(index.manifest["max_len"]))
-    space = index.manifest.get("image_space")
-    index.raw = None
-    if space and space.get("kind") == "fused":
-        try:
-            index.raw = np.load(index._file(space["file"]), mmap_mode="r")
-        except IndexFileError:
-            raise
-        except (OSError, ValueError) as exc:
-            raise IndexFileError(f"{index.path}: damaged raw feature file ({exc})") from None
-        if len(index.raw) != index.n_images:
-            raise IndexFileError(f"{index.path}: {index.n_images} images but {len(index.raw)} raw feature rows")
-    lex = index.manifest.get("lexical")
+        index.side = TextSide(text_encoder_of(index.model), index.vocab, int(m["max_len"]))
+    index._raw_rows = None
+    space = m.get("image_space")
+    if space and space.get("kind") == "fused" and all("raw" in g for g in gens):
+        parts = []
+        for g in gens:
+            try:
+                rows = open_rows(index._file(g["raw"]))
+            except IndexFileError:
+                raise
+            except (OSError, ValueError) as exc:
+                raise IndexFileError(f"{index.path / g['raw']}: damaged raw feature file ({exc})") from None
+            if rows.ndim != 2 or len(rows) != int(g["n"]):
+                raise IndexFileError(f"{index.path / g['raw']}: shape {rows.shape} for {g['n']} images")
+            parts.append(rows)
+        index._raw_rows = GenerationRows(parts)
+    lex = m.get("lexical")
     index.lexical, index.fusion = None, {"kind": "dense"}
-    if lex:
-        try:
-            docs = read_documents(index._file(lex["file"]))
-        except IndexFileError:
-            raise
-        except (OSError, ValueError) as exc:
-            raise IndexFileError(f"{index.path}: damaged lexical file ({exc})") from None
-        if len(docs) != index.n_images:
-            raise IndexFileError(f"{index.path}: {index.n_images} images but {len(docs)} lexical documents")
+    if lex and all("lexical" in g for g in gens):
+        docs: list[str] = []
+        for g in gens:
+            try:
+                part = read_documents(index._file(g["lexical"]))
+            except IndexFileError:
+                raise
+            except (OSError, ValueError) as exc:
+                raise IndexFileError(f"{index.path / g['lexical']}: damaged lexical file ({exc})") from None
+            if len(part) != int(g["n"]):
+                raise IndexFileError(f"{index.path / g['lexical']}: {len(part)} documents for {g['n']} images")
+            docs += part
         index.lexical, index.fusion = LexicalIndex(docs), dict(lex["fusion"])
 
 
@@ -59,7 +114,7 @@ def reloaded(index: Any) -> Any:
 
     What a long-running reader (``visem serve``) calls to pick up additions:
     it compares the manifest's generation (one small read) and, when it
-    changed, opens the new generation's files sharing this one's model, text
+    changed, opens the generations' files sharing this one's model, text
     side and lock; ``index`` is left untouched, so queries already running
     finish on the old generation.
     """
@@ -89,6 +144,19 @@ def fusion_for(index: Any, mode: str | None) -> dict[str, Any]:
     raise QueryError(f"mode must be hybrid, dense or lexical, got {mode!r}")
 
 
+class _EmbeddingRows:
+    """``rows[ids]``: the index's image embeddings of ``ids`` (read from the generations), for the fusions."""
+
+    def __init__(self, index: Any):
+        self.index = index
+
+    def __len__(self) -> int:
+        return self.index.n_images
+
+    def __getitem__(self, ids: Any) -> np.ndarray:
+        return self.index.embedding_rows(ids)
+
+
 def search_text(index: Any, query: str, k: int, mode: str | None) -> tuple[np.ndarray, np.ndarray]:
     """``(scores, ids)`` of a text query under the index's fusion (or ``mode``), best first."""
     from visem.features.tokenize import tokenize
@@ -106,46 +174,34 @@ def search_text(index: Any, query: str, k: int, mode: str | None) -> tuple[np.nd
                              "to the captions, tags and pseudo captions of its images)") from None
         qv = None
     if lex is None:
-        scores, ids = index.vectors.search(qv[None, :], k)
+        scores, ids = index._images.search(qv[None, :], k)
         return scores[0], ids[0]
     if fusion["kind"] == "lexical" and not lex.any():
         raise QueryError(f"no word of {ex['query']!r} is in the captions, tags or pseudo captions of the index")
-    return hybrid_top(qv, lex, index.embeddings, index.vectors, fusion, k)
+    return hybrid_top(qv, lex, _EmbeddingRows(index), index._images, fusion, k)
 
 
-def add_sides(index: Any, manifest: dict[str, Any], col: Any, new: list[int], gen: int) -> dict[str, str]:
-    """Write generation ``gen``'s lexical documents and raw features with the new images', set them in
-    ``manifest``; returns the files they replace (to delete after the commit)."""
-    from visem.io import atomic_path
+def similar_fused(index: Any, vec: np.ndarray, raw_q: np.ndarray, k: int,
+                  exclude: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` images by learned + raw cosine (:func:`visem.search.image_space.fused_top`)."""
+    from visem.search.image_space import fused_top
+
+    return fused_top(vec, raw_q, _EmbeddingRows(index), index._raw_rows, index._images, k, exclude)
+
+
+def add_sides(index: Any, col: Any, new: list[int], gen: int, crop: float, encoder: str) -> dict[str, str]:
+    """Write generation ``gen``'s lexical documents and raw features of the new images; the generation entry's
+    file names (none for an index without these sides)."""
     from visem.search.collection import pseudo_captions
-    from visem.search.features import image_features
-    from visem.search.image_space import raw_file, unit_float16
-    from visem.search.lexical import image_documents, lexical_file, write_documents
+    from visem.search.features import feature_rows
 
-    replaced: dict[str, str] = {}
-    if index.lexical is None and index.raw is None:
-        return replaced
-    enc = index.manifest.get("image_encoder", "efficientnet-lite0")
-    pooled, _ = image_features([col.paths[i] for i in new], [col.hashes[i] for i in new], False,
-                               index.manifest["crop"], False, enc)  # from the feature cache: just computed
-    if index.lexical is not None:  # their captions and tags from `index add --captions`, else ImageNet classes
-        tags = [col.tags[i] for i in new]
-        pseudo, _ = pseudo_captions(tags, pooled, encoder=enc)
-        pos = {i: j for j, i in enumerate(new)}
-        caps = [(c, pos[i]) for c, i in zip(col.captions, col.caption_image.tolist()) if i in pos]
-        docs = image_documents(len(new), [c for c, _ in caps], [j for _, j in caps], tags, pseudo)
-        name = lexical_file(gen)
-        write_documents(index.path / name, list(index.lexical.documents) + docs)
-        manifest["lexical"] = {**index.manifest["lexical"], "file": name}
-        replaced["lexical"] = index.manifest["lexical"]["file"]
-    if index.raw is not None:
-        name = raw_file(gen)
-        with atomic_path(index.path / name) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, np.concatenate([np.asarray(index.raw), unit_float16(pooled)]))
-        manifest["image_space"] = {**index.manifest["image_space"], "file": name}
-        replaced["image_space"] = index.manifest["image_space"]["file"]
-    return replaced
+    if index.lexical is None and index._raw_rows is None:
+        return {}
+    pooled = feature_rows([col.hashes[i] for i in new], False, crop, encoder)  # stored by the add's scan
+    # their captions and tags from `index add --captions`, else ImageNet classes
+    pseudo, _ = pseudo_captions([col.tags[i] for i in new], pooled, encoder=encoder)
+    return write_sides(index.path, gen, col, new, pseudo, pooled, lexical=index.lexical is not None,
+                       raw=index._raw_rows is not None)
 
 
 def held_out_modes(index: Any, captions: list[str], t2i: np.ndarray, txt: np.ndarray, img: np.ndarray,

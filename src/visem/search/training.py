@@ -14,15 +14,37 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrainingData", "default_steps", "make_sampler", "train_model"]
+__all__ = ["FeatureTable", "TrainingData", "default_steps", "make_sampler", "train_model"]
+
+
+class FeatureTable:
+    """Stored feature rows as the samplers index them: ``table[LongTensor]`` -> a float tensor of those rows.
+
+    Each training batch reads its rows from the feature store
+    (:class:`visem.features.cache.StoreRows`), so the training set's
+    features never sit in memory whole.
+    """
+
+    def __init__(self, rows: Any):
+        self.rows = rows
+        self.shape = tuple(rows.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx: Any) -> Any:
+        import numpy as np
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(self.rows[np.asarray(idx)]))
 
 
 @dataclass
 class TrainingData:
     """What the samplers draw from, row-aligned.
 
-    ``feats``: image feature table, this collection's ``n_own`` images first,
-    then a source index's; ``cap_ids``: token ids of every caption (this
+    ``feats``: image feature table (a :class:`FeatureTable` or a tensor),
+    this collection's ``n_own`` images first, then a source index's; ``cap_ids``: token ids of every caption (this
     collection's ``n_own_captions`` first); ``cap_img``: each caption's row
     in ``feats``; ``pseudo_ids``: one pseudo caption per own image;
     ``uncaptioned``: own images with no caption.

@@ -64,7 +64,16 @@ class SimilarResult:
 
 @dataclass
 class BuildOptions:
-    """How :func:`visem.search.build_index` trains. ``None`` fields are chosen from the data."""
+    """How :func:`visem.search.build_index` trains and indexes. ``None`` fields are chosen from the data.
+
+    Vector index: ``index_type`` ``None`` (by size: exact up to ``exact_max``
+    images, IVF up to ``ivf_max``, IVF-PQ above) or one of ``exact``,
+    ``ivf``, ``ivfpq``; ``opq`` adds an OPQ rotation to IVF-PQ; ``rerank``
+    is how many IVF-PQ candidates are re-scored exactly. ``backend``:
+    ``faiss`` (files in the index folder) or ``milvus`` (``uri``: a Milvus
+    Lite file, relative to the index folder, or a server URL).
+    ``workers``: image-decoding processes (``None``: from the machine).
+    """
 
     method: str | None = None
     steps: int | None = None
@@ -74,7 +83,14 @@ class BuildOptions:
     seed: int = 0
     crop: float = 1.0
     exact_max: int = 50_000
+    ivf_max: int = 250_000
+    index_type: str | None = None
+    opq: bool = False
+    rerank: int = 100
+    backend: str = "faiss"
+    uri: str | None = None
     model: dict[str, Any] = field(default_factory=dict)
+    workers: int | None = None
     progress: bool = False
     # choosing towers and fusion (visem.search.choose; None = by validation when possible, else the defaults)
     text_encoder: str | None = None

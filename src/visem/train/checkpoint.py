@@ -1,7 +1,9 @@
 """Checkpoints in safetensors, written atomically.
 
 One file holds the model weights (``model.*``), every optimiser's tensor state
-(``optim.{i}.{param}.{key}``) and the torch RNG state (``rng.torch``); the
+(``optim.{i}.{param}.{key}``) and the RNG states (``rng.cpu``, ``rng.cuda``
+of the training GPU; ``rng.cpu.rank{r}``... of every rank of a distributed
+run); the
 rest (step, optimiser hyper-parameters and scalar state, sampler position,
 anything extra) is JSON in the safetensors metadata. Nothing is unpickled.
 """
@@ -33,8 +35,13 @@ def save_checkpoint(
     model: nn.Module,
     optimizers: list[torch.optim.Optimizer] = (),
     meta: Mapping[str, Any] | None = None,
+    rng: Mapping[str, Tensor] | None = None,
 ) -> None:
-    """Write model, optimisers, RNG and ``meta`` (JSON-able) to ``path`` atomically."""
+    """Write model, optimisers, RNG and ``meta`` (JSON-able) to ``path`` atomically.
+
+    ``rng``: the RNG state tensors to store (keys ``rng.*``); default this
+    process's CPU generator as ``rng.cpu``.
+    """
     tensors: dict[str, Tensor] = {f"model.{k}": _plain(v) for k, v in model.state_dict().items()}
     optim_meta = []
     for i, opt in enumerate(optimizers):
@@ -47,7 +54,10 @@ def save_checkpoint(
                 else:
                     scalars.setdefault(str(pid), {})[key] = value
         optim_meta.append({"param_groups": sd["param_groups"], "scalars": scalars})
-    tensors["rng.torch"] = torch.get_rng_state()
+    for key, state in (rng if rng is not None else {"rng.cpu": torch.get_rng_state()}).items():
+        if not key.startswith("rng."):
+            raise ValueError(f"RNG state keys start with 'rng.', got {key!r}")
+        tensors[key] = _plain(state)
     metadata = {"meta": json.dumps(dict(meta or {})), "optim": json.dumps(optim_meta)}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
@@ -90,9 +100,15 @@ def _load_state(model: nn.Module, state: dict[str, Tensor], path: Path) -> None:
 
 
 def load_checkpoint(
-    path: str | Path, model: nn.Module, optimizers: list[torch.optim.Optimizer] = ()
+    path: str | Path, model: nn.Module, optimizers: list[torch.optim.Optimizer] = (),
+    rng_suffix: str = "", cuda_device: torch.device | None = None,
 ) -> dict[str, Any]:
-    """Restore what :func:`save_checkpoint` wrote; returns its ``meta``."""
+    """Restore what :func:`save_checkpoint` wrote; returns its ``meta``.
+
+    The CPU RNG is restored from ``rng.cpu{rng_suffix}`` (``.rank{r}`` for
+    rank ``r`` of a distributed run) and, with ``cuda_device``, that GPU's
+    from ``rng.cuda{rng_suffix}``, where the checkpoint has them.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -121,6 +137,9 @@ def load_checkpoint(
                 if isinstance(value, tuple) and isinstance(saved.get(key), list):
                     saved[key] = tuple(saved[key])
         opt.load_state_dict({"state": state, "param_groups": groups})
-    if "rng.torch" in tensors:
-        torch.set_rng_state(tensors["rng.torch"])
+    cpu = tensors.get(f"rng.cpu{rng_suffix}", tensors.get("rng.torch") if not rng_suffix else None)
+    if cpu is not None:  # rng.torch: checkpoints written before the per-device keys
+        torch.set_rng_state(cpu)
+    if cuda_device is not None and f"rng.cuda{rng_suffix}" in tensors:
+        torch.cuda.set_rng_state(tensors[f"rng.cuda{rng_suffix}"], cuda_device)
     return json.loads(metadata.get("meta", "{}"))

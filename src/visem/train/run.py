@@ -21,10 +21,11 @@ from visem.config import ConfigError, dump_yaml, from_dict, load_yaml, merge, to
 from visem.io import atomic_write_json
 from visem.models import build_model, resolve_config
 from visem.models.base import EmbeddingModel
+from visem.train import distributed as dist
 from visem.train.checkpoint import load_weights
 from visem.train.sampler import BatchSampler
 from visem.data.tasks import TaskData, build_task
-from visem.train.trainer import TrainConfig, Trainer
+from visem.train.trainer import TrainConfig, Trainer, seed_everything
 
 
 @dataclass
@@ -45,28 +46,44 @@ def load_run_config(path: str | Path | None, overrides: Mapping[str, Any] | None
 
 
 def prepare(cfg: RunConfig) -> tuple[RunConfig, TaskData, EmbeddingModel]:
-    """Build the data and the model; returns the config with every value resolved."""
+    """Build the data and the model; returns the config with every value resolved.
+
+    The model is built right after seeding with ``train.seed``, so two runs of
+    one config start from the same weights (and so does every process of a
+    data-parallel run).
+    """
     task = build_task(cfg.data)
     name = cfg.model["name"]
     model_cfg = resolve_config(name, cfg.model, task.dims)
     resolved = RunConfig(model={"name": name, **to_dict(model_cfg)}, data=dict(cfg.data), train=cfg.train)
+    seed_everything(cfg.train.seed)
     return resolved, task, build_model(name, model_cfg)
 
 
 def train_run(cfg: RunConfig, run_dir: str | Path) -> dict[str, float]:
-    """Train (resuming if ``run_dir`` holds a checkpoint), evaluate, write ``eval.json``."""
+    """Train (resuming if ``run_dir`` holds a checkpoint), evaluate, write ``eval.json``.
+
+    Under ``torchrun`` every process runs this; rank 0 checks and writes the
+    run directory, the others follow its verdict.
+    """
     run_dir = Path(run_dir)
+    dist.init_from_env()
     resolved, task, model = prepare(cfg)
     saved = run_dir / "config.yaml"
-    if saved.exists() and load_yaml(saved) != to_dict(resolved):
-        raise ConfigError(
-            f"{run_dir} holds a run with a different config ({saved}); use a new --out or delete it"
-        )
-    dump_yaml(to_dict(resolved), saved)
+    problem = None
+    if dist.is_main() and saved.exists() and load_yaml(saved) != to_dict(resolved):
+        problem = f"{run_dir} holds a run with a different config ({saved}); use a new --out or delete it"
+    problem = dist.broadcast_object(problem)
+    if problem:
+        raise ConfigError(problem)
+    if dist.is_main():
+        dump_yaml(to_dict(resolved), saved)
     sampler = BatchSampler(task.train, resolved.train.batch_size, seed=resolved.train.seed)
-    Trainer(model, sampler, resolved.train, run_dir, static=task.static).fit()
-    metrics = model.evaluate({**task.test, **task.static})
-    atomic_write_json(run_dir / "eval.json", metrics)
+    trainer = Trainer(model, sampler, resolved.train, run_dir, static=task.static)
+    trainer.fit(keep_device=True)
+    metrics = model.evaluate(dist.to_device({**task.test, **task.static}, trainer.device))
+    if dist.is_main():
+        atomic_write_json(run_dir / "eval.json", metrics)
     return metrics
 
 
@@ -79,6 +96,9 @@ def eval_run(run_dir: str | Path) -> dict[str, float]:
     cfg = load_run_config(cfg_path)
     _, task, model = prepare(cfg)
     load_weights(run_dir / "model.safetensors", model)
-    metrics = model.evaluate({**task.test, **task.static})
-    atomic_write_json(run_dir / "eval.json", metrics)
+    device = dist.device_for(cfg.train.device)
+    model.to(device)
+    metrics = model.evaluate(dist.to_device({**task.test, **task.static}, device))
+    if dist.is_main():
+        atomic_write_json(run_dir / "eval.json", metrics)
     return metrics

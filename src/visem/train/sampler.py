@@ -1,4 +1,13 @@
-"""Minibatch samplers whose state is two integers, so a resumed run is exact."""
+"""Minibatch samplers whose state is two integers, so a resumed run is exact.
+
+Every sampler can :meth:`~BatchSampler.shard` itself for data-parallel
+training: ``batch_size`` stays the GLOBAL batch, the seeded order is the
+same on every rank, and rank ``r`` of ``w`` yields the ``r``-th contiguous
+``batch_size / w`` slice of each global batch. The items of step ``t`` are
+therefore the same set whatever the number of processes, and the state
+(``epoch``, ``position``) is the same on every rank, so a resumed run
+continues exactly from rank 0's checkpoint.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +44,18 @@ class BatchSampler:
         self.epoch = 0
         self.position = 0
         self._perm: Tensor | None = None
+        self.rank, self.world = 0, 1
+
+    def shard(self, rank: int, world: int) -> "BatchSampler":
+        """Yield only rank ``rank``'s slice of each global batch (``world`` processes in all)."""
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not in [0, {world})")
+        if self.batch_size % world:
+            raise ValueError(
+                f"the global batch of {self.batch_size} items does not split over {world} processes "
+                f"(set a batch size divisible by {world})")
+        self.rank, self.world = int(rank), int(world)
+        return self
 
     def _permutation(self) -> Tensor:
         if self._perm is None:
@@ -51,6 +72,9 @@ class BatchSampler:
             self.position = 0
             self._perm = None
         idx = self._permutation()[self.position : self.position + self.batch_size]
+        if self.world > 1:
+            local = self.batch_size // self.world
+            idx = idx[self.rank * local : (self.rank + 1) * local]
         self.position += self.batch_size
         return {k: v[idx] for k, v in self.tensors.items()}
 
@@ -77,6 +101,11 @@ class MultiSampler:
     def __init__(self, samplers: Mapping[str, Any], prefix: bool = True) -> None:
         self.samplers = dict(samplers)
         self.prefix = prefix
+
+    def shard(self, rank: int, world: int) -> "MultiSampler":
+        for s in self.samplers.values():
+            s.shard(rank, world)
+        return self
 
     def __iter__(self) -> "MultiSampler":
         return self
@@ -109,6 +138,10 @@ class IndexSampler:
                  batch_size: int, seed: int) -> None:
         self.inner = BatchSampler(dict(index), batch_size, seed)
         self.outputs = dict(outputs)
+
+    def shard(self, rank: int, world: int) -> "IndexSampler":
+        self.inner.shard(rank, world)
+        return self
 
     def __iter__(self) -> "IndexSampler":
         return self

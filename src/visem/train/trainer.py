@@ -18,10 +18,20 @@ A run directory holds::
 A killed run started again with the same run directory continues from its
 last checkpoint; rows of ``metrics.csv`` past that checkpoint are dropped, so
 the log equals that of an uninterrupted run.
+
+The model trains on ``train.device`` (``auto``: CUDA when present) in
+``train.precision`` (:mod:`visem.train.precision`) and, under ``torchrun``,
+data-parallel over every process (:mod:`visem.train.distributed`): the
+sampler is sharded so that ``train.batch_size`` is the global batch, the
+forward runs through ``DistributedDataParallel``, logged terms are averaged
+over ranks, and rank 0 alone writes the run directory. After :meth:`Trainer.fit`
+the model is back on the device it came on, so code that evaluates it needs
+no change (``fit(keep_device=True)`` leaves it on the training device).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import random
@@ -35,8 +45,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from visem.io import atomic_write_text
+from visem.runtime import resolve_precision
 from visem.models.base import EmbeddingModel, NonFiniteError
+from visem.train import distributed as dist
 from visem.train.checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
+from visem.train.precision import Precision
 
 
 @dataclass
@@ -54,6 +67,8 @@ class TrainConfig:
     log_every: int = 50
     checkpoint_every: int = 500
     progress: bool = True
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (auto: $VISEM_DEVICE, else CUDA when present)
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: $VISEM_PRECISION, else fp32)
 
 
 def seed_everything(seed: int) -> None:
@@ -99,13 +114,24 @@ class Trainer:
         self.sampler = sampler
         self.cfg = cfg
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.static = dict(static or {})
+        dist.init_from_env()
+        self.device = dist.device_for(cfg.device)
+        self.precision = Precision(resolve_precision(cfg.precision), self.device)
+        self.rank, self.world = dist.rank(), dist.world_size()
+        self._home = next((p.device for p in model.parameters()), torch.device("cpu"))
+        model.to(self.device)
+        self.static = dist.to_device(static or {}, self.device)
         self.on_step = on_step
         if share_probe is True:  # the sampler's first batch, without consuming it
             state = sampler.state_dict()
             share_probe = next(sampler)
             sampler.load_state_dict(state)
-        self.share_probe = dict(share_probe) if share_probe not in (None, False) else None
+        self.share_probe = dist.to_device(share_probe, self.device) if share_probe not in (None, False) else None
+        if self.world > 1:
+            if not hasattr(sampler, "shard"):
+                raise dist.DistributedError(
+                    f"{type(sampler).__name__} cannot shard its batches over {self.world} processes (no shard())")
+            sampler.shard(self.rank, self.world)
         self.shares: dict[str, dict[str, float]] = {}
         if select is not None and (int(select[1]) < 1):
             raise ValueError(f"select: validate every >= 1 steps, got {select[1]!r}")
@@ -127,25 +153,56 @@ class Trainer:
                 g["lr"] = lr * factor
         return self.cfg.lr * factor
 
+    def _rng_states(self) -> dict[str, Tensor]:
+        """This rank's RNG states (CPU, and the training GPU's), keyed by rank when distributed."""
+        states = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            states["cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.world == 1:
+            return {f"rng.{k}": v for k, v in states.items()}
+        import torch.distributed as tdist
+
+        every: list = [None] * self.world
+        tdist.all_gather_object(every, {k: v.numpy().tobytes() for k, v in states.items()})
+        return {f"rng.{k}.rank{r}": torch.frombuffer(bytearray(b), dtype=torch.uint8)
+                for r, st in enumerate(every) for k, b in st.items()}
+
     def _save(self) -> None:
         if self.checkpoint_path is None:
             return
-        meta = {"step": self.step, "log_window": {"sums": self._sums, "count": self._count}}
+        rng = self._rng_states()  # collective: every rank takes part
+        if not dist.is_main():
+            return
+        meta = {"step": self.step, "log_window": {"sums": self._sums, "count": self._count},
+                "world_size": self.world}
         if hasattr(self.sampler, "state_dict"):
             meta["sampler"] = self.sampler.state_dict()
-        save_checkpoint(self.checkpoint_path, self.model, self.optimizers, meta)
+        if self.precision.scaler is not None:
+            meta["grad_scaler"] = self.precision.state_dict()
+        save_checkpoint(self.checkpoint_path, self.model, self.optimizers, meta, rng=rng)
 
     def _resume(self) -> None:
+        """Continue from rank 0's checkpoint (sent to every rank, so no shared file system is needed)."""
         ckpt = self.checkpoint_path
-        if ckpt is None or not ckpt.exists():
+        if ckpt is None:
             return
-        best = self.run_dir / "best.safetensors"
-        if self.select is not None and best.exists():
-            current = {k: v.clone() for k, v in self.model.state_dict().items()}
-            self.best = dict(load_weights(best, self.model))
-            self._best_state = {k: v.clone() for k, v in self.model.state_dict().items()}
-            self.model.load_state_dict(current)
-        meta = load_checkpoint(ckpt, self.model, self.optimizers)
+        data = dist.broadcast_file(ckpt)
+        if data is None:
+            return
+        best_data = dist.broadcast_file(self.run_dir / "best.safetensors") if self.select is not None else None
+        with _local_copy(ckpt, data) as local_ckpt, _local_copy(self.run_dir / "best.safetensors", best_data) as best:
+            if best is not None:
+                current = {k: v.clone() for k, v in self.model.state_dict().items()}
+                self.best = dict(load_weights(best, self.model))
+                self._best_state = {k: v.clone() for k, v in self.model.state_dict().items()}
+                self.model.load_state_dict(current)
+            suffix = f".rank{self.rank}" if self.world > 1 else ""
+            meta = load_checkpoint(local_ckpt, self.model, self.optimizers, rng_suffix=suffix,
+                                   cuda_device=self.device if self.device.type == "cuda" else None)
+        if int(meta.get("world_size", 1)) != self.world:
+            # the RNG streams belonged to another number of processes: a fresh, seeded one per rank
+            seed_everything(self.cfg.seed + 1_000_003 * self.rank + int(meta["step"]))
+        self.precision.load_state_dict(meta.get("grad_scaler", {}))
         self.step = int(meta["step"])
         window = meta.get("log_window", {"sums": {}, "count": 0})
         self._sums, self._count = dict(window["sums"]), int(window["count"])
@@ -160,7 +217,7 @@ class Trainer:
 
     def _truncate_log(self, step: int) -> None:
         path = self.log_path
-        if path is None or not path.exists():
+        if path is None or not path.exists() or not dist.is_main():
             return
         with path.open(newline="") as f:
             rows = list(csv.reader(f))
@@ -174,7 +231,7 @@ class Trainer:
     def _log(self, row: dict[str, float]) -> None:
         self.history.append(row)
         path = self.log_path
-        if path is None:
+        if path is None or not dist.is_main():
             return
         from visem.train.tensorboard import log_scalars  # also to TensorBoard, when the extra is installed
 
@@ -201,39 +258,46 @@ class Trainer:
             w.writerow(row)
 
     # -- loop -------------------------------------------------------------
-    def fit(self) -> list[dict[str, float]]:
-        """Train to ``cfg.steps``; returns the logged rows of this call."""
+    def fit(self, keep_device: bool = False) -> list[dict[str, float]]:
+        """Train to ``cfg.steps``; returns the logged rows of this call.
+
+        The model ends on the device it came on unless ``keep_device``.
+        """
         cfg = self.cfg
         self.history: list[dict[str, float]] = []
         # running sums of the loss terms since the last log row (checkpointed, so a
         # resumed run logs the same rows as an uninterrupted one)
         self._sums: dict[str, float] = {}
         self._count = 0
-        if self.run_dir is not None:
+        if self.run_dir is not None and dist.is_main():
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self._resume()
         if self.step == 0:
             seed_everything(cfg.seed)
             self._measure_shares("start")
-            seed_everything(cfg.seed)
+            # one stream per rank: the noise of a sampling model is drawn independently on each shard
+            seed_everything(cfg.seed + 1_000_003 * self.rank)
+        engine = dist.wrap(self.model, self.device)
         self.model.train()
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress, desc="train", leave=False)
         try:
             while self.step < cfg.steps:
-                batch = next(self.sampler)
+                batch = dist.to_device(next(self.sampler), self.device)
                 if self.static:
                     batch = {**batch, **self.static}
                 lr = self._set_lr()
                 try:
-                    terms = self.model.train_step(batch, self.optimizers, self.step / cfg.steps, cfg.grad_clip)
+                    terms = self.model.train_step(batch, self.optimizers, self.step / cfg.steps, cfg.grad_clip,
+                                                  engine=engine, precision=self.precision)
                 except NonFiniteError as exc:
                     raise NonFiniteError(
                         f"training stopped at step {self.step + 1}: {exc}. The last good checkpoint"
                         f" is {self.checkpoint_path}; lower the learning rate or check the data."
                     ) from None
                 self.step += 1
-                for k, v in terms.items():
-                    self._sums[k] = self._sums.get(k, 0.0) + float(v.detach())
+                values = dist.mean_over_ranks({k: float(v.detach()) for k, v in terms.items()})
+                for k, v in values.items():
+                    self._sums[k] = self._sums.get(k, 0.0) + v
                 self._count += 1
                 if self.on_step is not None:
                     self.on_step(self.step, terms)
@@ -254,33 +318,37 @@ class Trainer:
         if self._best_state is not None:
             self.model.load_state_dict(self._best_state)
         self._measure_shares("end")
-        if self.run_dir is not None:
+        if self.run_dir is not None and dist.is_main():
             from visem.train.tensorboard import close
 
             close(self.run_dir)
             save_weights(self.run_dir / "model.safetensors", self.model, {"step": self.step})
         self.model.eval()
+        if not keep_device:
+            self.model.to(self._home)
         return self.history
 
     def _validate(self) -> None:
         score_fn = self.select[0]
         was = self.model.training
-        with torch.random.fork_rng():
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             score = float(score_fn(self.model))
+        score = dist.broadcast_object(score)  # every rank keeps the same best weights
         self.model.train(was)
         if not self.best or score > self.best["score"]:
             self.best = {"step": self.step, "score": score}
             self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            if self.run_dir is not None:
+            if self.run_dir is not None and dist.is_main():
                 save_weights(self.run_dir / "best.safetensors", self.model, self.best)
 
     def _measure_shares(self, when: str) -> None:
-        if self.share_probe is None:
+        """Rank 0 measures the shares on its own (no collective: gathering is off outside a step)."""
+        if self.share_probe is None or not dist.is_main():
             return
         from visem.train.shares import gradient_norms, shares_of
 
         batch = {**self.share_probe, **self.static}
-        with torch.random.fork_rng():
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             norms = gradient_norms(self.model, batch, progress=1.0)
         # every term at zero gradient (a hinge met by every pair of the probe batch, typical at the end
         # of training on few pairs) gives every share 0, not an error that would end the run
@@ -290,3 +358,19 @@ class Trainer:
             from visem.io import atomic_write_json
 
             atomic_write_json(self.run_dir / "shares.json", self.shares)
+
+
+@contextlib.contextmanager
+def _local_copy(path: Path, data: bytes | None) -> Iterator[Path | None]:
+    """``path`` itself on rank 0; elsewhere a temporary file holding rank 0's ``data`` (``None`` if none)."""
+    if data is None:
+        yield None
+    elif dist.is_main():
+        yield path
+    else:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="visem-rank") as tmp:
+            local = Path(tmp) / path.name
+            local.write_bytes(data)
+            yield local
