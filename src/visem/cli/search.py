@@ -92,10 +92,9 @@ def cmd_build(args: argparse.Namespace) -> int:
                         ivf_max=args.ivf_max, index_type=None if args.index_type == "auto" else args.index_type,
                         opq=args.opq, rerank=args.rerank, backend=args.backend, uri=args.uri, workers=args.workers,
                         model=parse_overrides(args.overrides), progress=not args.quiet)
-    from visem.features.files import process_group_from_env
-
-    with process_group_from_env():  # under torchrun: every rank extracts features, rank 0 builds
-        rep = build_index(args.images, args.captions, args.out, opts, source=args.source, overwrite=args.force)
+    # under torchrun (the process group is opened by visem.cli.main) every rank extracts its share of the
+    # features and trains data-parallel; rank 0 writes the index
+    rep = build_index(args.images, args.captions, args.out, opts, source=args.source, overwrite=args.force)
     if rep is None:
         return 0
     print(f"method: {rep.method} ({rep.reason})")

@@ -69,6 +69,7 @@ def make_sampler(kind: str, method: str, data: TrainingData, batch_size: int, se
     import numpy as np
     import torch
 
+    from visem.distributed import world_size
     from visem.train.sampler import IndexSampler, MultiSampler
 
     bs = batch_size
@@ -83,11 +84,11 @@ def make_sampler(kind: str, method: str, data: TrainingData, batch_size: int, se
         if n_caps >= 2:
             n_items = n_caps
             sampler: Any = IndexSampler(pairs(own_cap_img, np.arange(n_caps)),
-                                        {"image": ("img", feats), "text": ("cap", cap_ids)}, min(bs, n_items), seed)
+                                        {"image": ("img", feats), "text": ("cap", cap_ids)}, bs, seed)
         else:  # no captions at all: pseudo captions are the pairs
             n_items = n_own
             sampler = IndexSampler({"img": torch.arange(n_own)}, {"image": ("img", feats), "text": ("img", pseudo_ids)},
-                                   min(bs, n_items), seed)
+                                   bs, seed)
     elif kind == "pseudo":
         if n_caps < 2:
             raise ValueError(f"{method} needs at least two captions (found {n_caps}); leave --method unset")
@@ -97,17 +98,18 @@ def make_sampler(kind: str, method: str, data: TrainingData, batch_size: int, se
         sampler = MultiSampler({
             "pair": IndexSampler(pairs(own_cap_img, np.arange(n_caps)),
                                  {"pair.image": ("img", feats), "pair.text": ("cap", cap_ids)},
-                                 min(bs, n_caps), seed),
+                                 bs, seed),
             "pseudo": IndexSampler({"img": torch.as_tensor(unl)},
                                    {"pseudo.image": ("img", feats), "pseudo.text": ("img", pseudo_ids)},
-                                   min(bs, len(unl)), seed + 1)}, prefix=False)
+                                   bs, seed + 1)}, prefix=False)
     else:  # domains: paired = this collection's pairs and the source's; target = this collection unpaired
         src_cap = np.arange(len(data.cap_img))
         if not len(src_cap):
             raise ValueError(f"{method} needs captions in the source index or the caption file")
         tgt_text = np.arange(n_caps) if n_caps else None
         n_items = len(src_cap) + n_own
-        b = min(bs, len(src_cap), n_own)
+        b = min(bs, len(src_cap), n_own)  # one batch size for the three groups
+        b -= b % world_size() if b >= world_size() else 0  # and one every process can take an equal share of
         tgt_t = (IndexSampler({"cap": torch.as_tensor(tgt_text)}, {"tgt.text": ("cap", cap_ids)}, b, seed + 2)
                  if tgt_text is not None else
                  IndexSampler({"img": torch.arange(n_own)}, {"tgt.text": ("img", pseudo_ids)}, b, seed + 2))
