@@ -19,7 +19,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--out", required=True, help="index folder to write")
     b.add_argument("--method", default=None, help="a retrieval model to train instead of the automatic choice")
     b.add_argument("--source", default=None, help="a paired source index to adapt from (VSA-AE-MMD)")
-    b.add_argument("--steps", type=int, default=None, help="training steps (default: from the data size)")
+    length = b.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, default=None,
+                        help="training steps (default: 15 passes over the training items, at least 300)")
+    length.add_argument("--epochs", type=float, default=None, help="training passes over the training items")
     b.add_argument("--batch-size", type=int, default=64)
     b.add_argument("--lr", type=float, default=5e-4)
     b.add_argument("--embed-dim", type=int, default=256)
@@ -87,7 +90,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     from visem.search import BuildOptions, build_index
 
-    opts = BuildOptions(method=args.method, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+    opts = BuildOptions(method=args.method, steps=args.steps, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                         embed_dim=args.embed_dim, seed=args.seed, crop=args.crop, exact_max=args.exact_max,
                         ivf_max=args.ivf_max, index_type=None if args.index_type == "auto" else args.index_type,
                         opq=args.opq, rerank=args.rerank, backend=args.backend, uri=args.uri, workers=args.workers,

@@ -52,6 +52,12 @@ def _check_options(options: BuildOptions) -> None:
         raise ValueError(f"index_type and opq choose faiss structures; the {options.backend} backend picks its own")
     if options.uri is not None and options.backend != "milvus":
         raise ValueError("uri is the Milvus backend's (a Milvus Lite file or a server URL); pass backend='milvus'")
+    if options.steps is not None and options.epochs is not None:
+        raise ValueError(f"give steps ({options.steps}) or epochs ({options.epochs}), not both")
+    if options.steps is not None and options.steps < 1:
+        raise ValueError(f"steps must be >= 1, got {options.steps}")
+    if options.epochs is not None and not options.epochs > 0:
+        raise ValueError(f"epochs must be > 0, got {options.epochs}")
     if options.rerank < 1:
         raise ValueError(f"rerank must be >= 1, got {options.rerank}")
 
@@ -295,7 +301,7 @@ def build_index(images: str | Path, captions: str | Path | None, out: str | Path
                                                 Path(source).resolve() if source else None))
     data, text, pseudo_note = _training_data(plan, src_index, options)
     sampler, n_items = make_sampler(plan.kind, plan.method, data, options.batch_size, options.seed)
-    steps = options.steps or default_steps(n_items, options.batch_size)
+    steps = options.steps or default_steps(n_items, options.batch_size, options.epochs)
     dims = {"image_dim": int(data.feats.shape[-1]), "vocab_size": len(text.vocab)}
     params = {"embed_dim": options.embed_dim, **plan.defaults, **options.model}
     model = train_model(plan.method, params, dims, text.word_vectors(), sampler, steps, options, partial / "train")
