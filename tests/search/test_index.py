@@ -314,3 +314,18 @@ def test_cli_info_search_and_bad_backend_options(tiny_index, tiny_collection, tm
                  "--backend", "milvus", "--index-type", "ivf", "--quiet"])
     assert code == 2 and "picks its own" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_training_length_is_proportional_to_the_collection_with_no_cap(tiny_collection, tmp_path):
+    from visem.search.training import default_steps
+
+    assert default_steps(100, 64) == 300  # small collections: the floor
+    assert default_steps(1_000_000, 64) == 234_375  # 15 passes, no 2,000-step cap
+    assert default_steps(1_000_000, 64, epochs=0.5) == 7_813  # ceil(0.5 * 1e6 / 64)
+    assert default_steps(10, 64, epochs=1) == 1  # an explicit length has no floor
+    folder, ann = tiny_collection
+    for opts, msg in ((BuildOptions(steps=10, epochs=2.0), "not both"), (BuildOptions(epochs=0.0), "epochs must be"),
+                      (BuildOptions(steps=0), "steps must be")):
+        with pytest.raises(ValueError, match=msg):
+            build_index(folder, ann, tmp_path / "z", opts)
+    assert not (tmp_path / "z").exists()

@@ -93,8 +93,8 @@ def test_options_out_of_range_are_refused_before_anything_is_written(tiny_collec
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--steps", "0"], "steps (--steps) must be an integer >= 1"),
-    (["--steps", "-3"], "steps (--steps) must be an integer >= 1"),
+    (["--steps", "0"], "steps must be an integer >= 1 (--steps"),
+    (["--steps", "-3"], "steps must be an integer >= 1 (--steps"),
     (["--crop", "0"], "crop (--crop) must be in (0, 1]"),
     (["--embed-dim", "0"], "embedding dimension (--embed-dim) must be an integer >= 1"),
     (["--fusion", "blend"], "--fusion must be"),

@@ -19,7 +19,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--out", required=True, help="index folder to write")
     b.add_argument("--method", default=None, help="a retrieval model to train instead of the automatic choice")
     b.add_argument("--source", default=None, help="a paired source index to adapt from (VSA-AE-MMD)")
-    b.add_argument("--steps", type=int, default=None, help="training steps (default: from the data size)")
+    length = b.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, default=None,
+                        help="training steps (default: 15 passes over the training items, at least 300)")
+    length.add_argument("--epochs", type=float, default=None, help="training passes over the training items")
     b.add_argument("--batch-size", type=int, default=64)
     b.add_argument("--lr", type=float, default=5e-4)
     b.add_argument("--embed-dim", type=int, default=256)
@@ -120,17 +123,16 @@ def cmd_build(args: argparse.Namespace) -> int:
     from visem.search import BuildOptions, build_index
     from visem.search.lexical import fusion_label, parse_fusion
 
-    opts = BuildOptions(method=args.method, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                        embed_dim=args.embed_dim, seed=args.seed, crop=args.crop, exact_max=args.exact_max,
+    opts = BuildOptions(method=args.method, steps=args.steps, epochs=args.epochs, batch_size=args.batch_size,
+                        lr=args.lr, embed_dim=args.embed_dim, seed=args.seed, crop=args.crop, exact_max=args.exact_max,
                         ivf_max=args.ivf_max, index_type=None if args.index_type == "auto" else args.index_type,
                         opq=args.opq, rerank=args.rerank, backend=args.backend, uri=args.uri, workers=args.workers,
                         model=parse_overrides(args.overrides), progress=not args.quiet,
                         text_encoder=args.text_encoder, image_encoder=args.image_encoder,
                         fusion=parse_fusion(args.fusion) or None, choose=args.choose, regions=args.regions).check()
-    from visem.features.files import process_group_from_env
-
-    with process_group_from_env():  # under torchrun: every rank extracts features, rank 0 builds
-        rep = build_index(args.images, args.captions, args.out, opts, source=args.source, overwrite=args.force)
+    # under torchrun (the process group is opened by visem.cli.main) every rank extracts its share of the
+    # features and trains data-parallel; rank 0 writes the index
+    rep = build_index(args.images, args.captions, args.out, opts, source=args.source, overwrite=args.force)
     if rep is None:
         return 0
     print(f"method: {rep.method} ({rep.reason})")

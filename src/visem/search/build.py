@@ -68,13 +68,12 @@ class _Plan:
     n_captioned: int
 
 
-def _plan(images: Path, captions: Path | None, src_index: Any, options: BuildOptions) -> _Plan | None:
+def _plan(images: Path, captions: Path | None, src_index: Any, options: BuildOptions) -> _Plan:
     """Collection and method: the rows, one read of every image (features into the store), the choice.
 
-    ``None`` on ranks other than 0 of a ``torchrun`` run, once their share
-    of the features is stored.
+    Under ``torchrun`` every rank reads its share of the files and gets the
+    whole scan back, so every rank makes the same plan.
     """
-    from visem import distributed
     from visem.search.collection import finish_collection, read_rows
     from visem.search.features import scan_images
     from visem.search.methods import method_kind
@@ -91,8 +90,6 @@ def _plan(images: Path, captions: Path | None, src_index: Any, options: BuildOpt
     scan = scan_images(rows.image_paths, regions=guess_regions, crop=options.crop, workers=options.workers,
                        progress=options.progress, variant=options.image_encoder)
     col = finish_collection(rows, scan.keys, scan.errors)
-    if not distributed.is_main():
-        return None
     if not col.names:
         raise ValueError(f"{images}: no readable image found ({skipped_text(col.skipped) or 'folder empty'})")
     if len(col.names) < 2:
@@ -177,13 +174,20 @@ def _write(partial: Path, plan: _Plan, chosen: Any, pseudo: list[str], options: 
 
 
 def _partial_folder(out: Path, fingerprint: str) -> Path:
-    """``<out>.partial`` for this build: a stopped build of the same inputs and options is resumed, another discarded."""
+    """``<out>.partial`` for this build: a stopped build of the same inputs and options is resumed, another discarded.
+
+    Rank 0 decides and prepares it; the other ranks of a ``torchrun`` build wait for it.
+    """
     import json
     import shutil
 
+    from visem import distributed
     from visem.io import atomic_write_json
 
     partial = out.with_name(out.name + ".partial")
+    if not distributed.is_main():
+        distributed.barrier()
+        return partial
     stamp = partial / "build.json"
     if partial.exists():
         try:
@@ -194,6 +198,7 @@ def _partial_folder(out: Path, fingerprint: str) -> Path:
             shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
     atomic_write_json(stamp, {"fingerprint": fingerprint})
+    distributed.barrier()
     return partial
 
 
@@ -242,14 +247,17 @@ def build_index(images: str | Path, captions: str | Path | None, out: str | Path
     ``overwrite=True``.
 
     Under ``torchrun`` every rank extracts its share of the features into
-    the shared store; rank 0 alone then chooses, trains and writes the index
-    (the other ranks return ``None``).
+    the shared store, then the model trains data-parallel over the ranks
+    (``batch_size`` is the global batch; the choice by validation trains
+    every candidate the same way on every rank); rank 0 alone writes the
+    index (the other ranks return ``None``).
     """
     import time
 
     import numpy as np
 
     import visem
+    from visem import distributed
     from visem.search.choose import choose_and_train
     from visem.search.collection import pseudo_captions
     from visem.search.features import feature_rows
@@ -264,8 +272,6 @@ def build_index(images: str | Path, captions: str | Path | None, out: str | Path
         raise ValueError(f"{out}: {what} is already there (pass overwrite=True / --force to replace it)")
     src_index = SearchIndex.open(source) if source is not None else None
     plan = _plan(images, captions, src_index, options)
-    if plan is None:
-        return None
     col, enc = plan.col, options.image_encoder
     partial = _partial_folder(out, _fingerprint(col, options, plan.method,
                                                 Path(source).resolve() if source else None))
@@ -273,6 +279,8 @@ def build_index(images: str | Path, captions: str | Path | None, out: str | Path
     src = _source(src_index, plan.regions, options)
     # towers, method and fusion: by validation on held-out captions when there are enough (visem.search.choose)
     chosen = choose_and_train(col, options, plan.method, plan.reason, pseudo, src, partial)
+    if not distributed.is_main():
+        return None
     entries, ann_report, dim = _write(partial, plan, chosen, pseudo, options)
     n_pseudo = len(np.setdiff1d(np.arange(len(col.names)), col.caption_image))
     report = BuildReport(method=chosen.method, reason=chosen.reason, n_images=len(col.names),

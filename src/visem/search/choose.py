@@ -76,6 +76,15 @@ class _Data:
         return feature_rows(keys, regions, self.crop, self.encoder)
 
 
+def _remove(folder: Path) -> None:
+    """Remove a training folder: rank 0 does, the other ranks of a ``torchrun`` build wait for it."""
+    from visem import distributed
+
+    if distributed.is_main():
+        shutil.rmtree(folder, ignore_errors=True)
+    distributed.barrier()
+
+
 def _fit(method: str, encoder: str, captions: list[str], caption_image: np.ndarray, d: _Data, options: Any,
          workdir: Path, notes: list[str], unseen: np.ndarray | None = None):
     """Train ``method`` with text tower ``encoder`` on these captions; ``(model, side, steps, regions)``.
@@ -105,13 +114,13 @@ def _fit(method: str, encoder: str, captions: list[str], caption_image: np.ndarr
     data = TrainingData(feats=feats, n_own=d.n_own, cap_ids=cap_ids, cap_img=cap_img, n_own_captions=len(captions),
                         pseudo_ids=side.training(d.pseudo, progress=options.progress), uncaptioned=uncaptioned)
     sampler, n_items = make_sampler(kind, method, data, options.batch_size, options.seed)
-    steps = options.steps or default_steps(n_items, options.batch_size)
+    steps = options.steps or default_steps(n_items, options.batch_size, options.epochs)
     dims = {"image_dim": int(feats.shape[-1]), "vocab_size": side.vocab_size}
     try:
         model = train_model(method, params, dims, side.word_vectors(), sampler, steps, options, workdir)
     except CheckpointError as exc:  # a damaged checkpoint left by a killed build: that stage starts again
         notes.append(f"damaged training checkpoint in {workdir} ({exc}): discarded, training restarted")
-        shutil.rmtree(workdir, ignore_errors=True)
+        _remove(workdir)
         sampler, _ = make_sampler(kind, method, data, options.batch_size, options.seed)
         model = train_model(method, params, dims, side.word_vectors(), sampler, steps, options, workdir)
     return model, side, steps, regions
@@ -213,7 +222,7 @@ def choose_and_train(col: Any, options: Any, auto_method: str, auto_reason: str,
     model, side, steps, _ = _fit(method, encoder, list(col.captions), col.caption_image, d, options,
                                  workdir / "train", notes)
     for enc in encoders:
-        shutil.rmtree(workdir / f"validate-{enc}", ignore_errors=True)
+        _remove(workdir / f"validate-{enc}")
     choice.update(how="validation", why=why, chosen=label, text_encoder=encoder, fusion=fusion,
                   validation={"images": int(n_val), "captions": len(val_caps),
                               "lexical_rsum": lexical_row["rsum"]}, candidates=rows)

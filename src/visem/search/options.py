@@ -28,8 +28,13 @@ def check_build_options(o: Any) -> None:
     """Raise ``ValueError`` for the first option of a :class:`~visem.search.BuildOptions` out of range."""
     from visem.search.lexical import check_fusion
 
+    if o.steps is not None and o.epochs is not None:
+        raise ValueError(f"give steps ({o.steps}) or epochs ({o.epochs}), not both")
     if o.steps is not None:
-        _int("steps (--steps)", o.steps, 1, " (leave it unset for the default from the data size)")
+        _int("steps", o.steps, 1, " (--steps; leave it unset for the default from the data size)")
+    if o.epochs is not None and (isinstance(o.epochs, bool) or not isinstance(o.epochs, (int, float))
+                                 or not math.isfinite(o.epochs) or o.epochs <= 0):
+        raise ValueError(f"epochs must be a finite number > 0 (--epochs), got {o.epochs!r}")
     _int("batch size (--batch-size)", o.batch_size, 2, " (a ranking loss needs two pairs)")
     _int("embedding dimension (--embed-dim)", o.embed_dim, 1)
     _int("exact_max (--exact-max)", o.exact_max, 0)

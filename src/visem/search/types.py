@@ -73,10 +73,13 @@ class BuildOptions:
     ``faiss`` (files in the index folder) or ``milvus`` (``uri``: a Milvus
     Lite file, relative to the index folder, or a server URL).
     ``workers``: image-decoding processes (``None``: from the machine).
+    Training length: ``steps``, or ``epochs`` passes over the training items;
+    neither: 15 epochs, at least 300 steps, no upper cap.
     """
 
     method: str | None = None
     steps: int | None = None
+    epochs: float | None = None
     batch_size: int = 64
     lr: float = 5e-4
     embed_dim: int = 256
