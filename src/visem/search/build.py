@@ -63,7 +63,6 @@ class _Plan:
     col: Collection
     method: str
     reason: str
-    kind: str
     regions: bool
     n_captioned: int
 
@@ -103,7 +102,7 @@ def _plan(images: Path, captions: Path | None, src_index: Any, options: BuildOpt
     if regions and not guess_regions:  # cannot happen with the automatic choice (see above); kept safe
         scan_images(col.paths, regions=True, crop=options.crop, workers=options.workers, keys=list(col.hashes),
                     progress=options.progress, variant=options.image_encoder)
-    return _Plan(col, method, reason, kind, regions, n_captioned)
+    return _Plan(col, method, reason, regions, n_captioned)
 
 
 def _source(src_index: Any, regions: bool, options: BuildOptions) -> dict[str, Any] | None:
