@@ -222,7 +222,8 @@ def test_retrieval_precomp_quick(tmp_path, precomp_writer):
     folder = _precomp(tmp_path / "f30k_precomp", precomp_writer)
     res = reproduce("retrieval-precomp", tmp_path / "out", quick=True, data=folder)
     cfg = res["config"]
-    assert cfg["test_split"] == "testall" and cfg["settings"]["models"] == ["vsepp", "scan-xattn", "a3vse"]
+    assert cfg["test_split"] == "testall"
+    assert cfg["settings"]["models"] == ["vsepp", "scan-xattn", "a3vse", "dpc", "dan"]
     assert cfg["quick"] is True and cfg["seeds"] == [0, 1]
     ids = {(r["model"], r["setting"]) for r in res["rows"]}
     assert ids == {(m, s) for m in cfg["settings"]["models"] for s in ("sparse-10-1", "full")}
