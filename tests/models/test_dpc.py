@@ -111,6 +111,8 @@ def test_bad_inputs_name_the_field():
     batch = _batch()
     with pytest.raises(ValueError, match="'label'"):
         model.objective({"image": batch["image"], "text": batch["text"]})
+    with pytest.raises(ValueError, match=r"label must be a \(6,\) integer tensor"):
+        model.objective({**batch, "label": torch.zeros(6, 1, dtype=torch.long)})
     with pytest.raises(ValueError, match=r"outside \[0, 5\)"):
         model.objective({**batch, "label": torch.tensor([0, 1, 2, 3, 4, 5])})
     with pytest.raises(ValueError, match="image must be"):

@@ -299,14 +299,16 @@ class DPC(RetrievalModel):
         c = self.config
         if "label" not in batch:
             raise ValueError("dpc batches need 'label': the instance class of each pair (its image's class)")
+        f_img = self.image_features(batch["image"])
+        f_txt = self.text_features(batch["text"])
         label = batch["label"]
-        if label.dim() != 1 or label.is_floating_point() or label.shape[0] != batch["image"].shape[0]:
-            raise ValueError(f"label must be a (B,) integer tensor, got {tuple(label.shape)} {label.dtype}")
+        if not isinstance(label, Tensor) or label.dim() != 1 or label.is_floating_point() \
+                or label.shape[0] != f_img.shape[0]:
+            shape = tuple(label.shape) if isinstance(label, Tensor) else type(label).__name__
+            raise ValueError(f"label must be a ({f_img.shape[0]},) integer tensor of instance classes, got {shape}")
         if label.numel() and (int(label.min()) < 0 or int(label.max()) >= c.n_classes):
             raise ValueError(f"label holds classes outside [0, {c.n_classes}): min {int(label.min())}, "
                              f"max {int(label.max())}")
-        f_img = self.image_features(batch["image"])
-        f_txt = self.text_features(batch["text"])
         # per-sample cross-entropies, reduced over the whole (gathered) batch like the ranking loss
         ce_img = gather(F.cross_entropy(self.classifier(self.drop(f_img)), label, reduction="none"))
         ce_txt = gather(F.cross_entropy(self.classifier(self.drop(f_txt)), label, reduction="none"))
