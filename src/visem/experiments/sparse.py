@@ -497,7 +497,7 @@ SPARSE_DEFAULTS: dict[str, Any] = {
     # (with sparse-50-all about 17; docs/retrieval.md); --set settings=all runs the paper's six and full
     "settings": ["sparse-10-1", "sparse-10-all", "full"],
     # seed 003 Tables 1-2's VSE++, SCAN and A3VSE; Table 2's DPC and DAN join with --set models=all (the default
-    # must stay under 15 minutes on 2 cores, and the two add more than that margin; docs/retrieval.md)
+    # must stay under 15 minutes on 2 cores; the two add about 1,250 CPU s, some 25 minutes in all; docs/retrieval.md)
     "models": list(SPARSE_MODELS),
     "ablations": list(ABLATIONS),
     "ablation_setting": "sparse-10-all",
