@@ -38,7 +38,9 @@ is m-DAN.
   takes every other pair of the batch as a negative and sums their hinges
   (``hardest=False``: in expectation the one-random-negative loss times
   ``B - 1``; ``hardest=True`` keeps the hardest one, as VSE++). The margin
-  is the paper's ``m = 100`` for its 512-d hidden layers.
+  is the paper's ``m = 100`` for its 512-d hidden layers. Under
+  data-parallel training the negatives are the global batch's
+  (:func:`visem.models.base.batch_ranking_loss`).
 
 Choices: the paper omits the bias terms from its equations; the linear maps
 here have them. The scores are unbounded dot products of ``(K + 1) *
@@ -59,9 +61,7 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from visem.distributed import gather
-from visem.losses import ranking_loss
-from visem.models.base import Objective
+from visem.models.base import Objective, batch_ranking_loss
 from visem.models.registry import register_model
 from visem.models.text import RNNTextEncoder, check_ids, token_mask
 from visem.models.vsepp import TokenRetrievalModel, check_features, random_token_ids
@@ -158,10 +158,9 @@ class DAN(TokenRetrievalModel):
     def objective(self, batch: Mapping[str, Tensor], progress: float = 0.0) -> Objective:
         """The m-DAN hinge on the in-batch score matrix ``S = z_v z_u^T`` (``S_ij = sum_k v_i^(k) . u_j^(k)``)."""
         c = self.config
-        z_v = gather(self.embed_image(batch["image"]))
-        z_u = gather(self.embed_text(batch["text"]))
-        return Objective({"ranking": ranking_loss(z_v, z_u, margin=c.margin, hardest=c.hardest,
-                                                  reduction=c.reduction)})
+        z_v, z_u = self.embed_image(batch["image"]), self.embed_text(batch["text"])
+        return Objective({"ranking": batch_ranking_loss(z_v, z_u, margin=c.margin, hardest=c.hardest,
+                                                        reduction=c.reduction)})
 
     def example_batch(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
         c = self.config

@@ -75,7 +75,11 @@ parameters as a batch mean with the weights 1 : 1 : 1. ``reduction="mean"``
 (default) is that; ``reduction="sum"`` sums all three terms (the ratio of
 the terms, which the weights mean, is the same either way). The instance
 loss is not averaged while the ranking loss is summed: that would divide
-``lambda_2`` and ``lambda_3`` by the batch size against the code.
+``lambda_2`` and ``lambda_3`` by the batch size against the code. Under
+data-parallel training the batch is the global one: the ranking loss's
+negatives come from every process (:func:`visem.models.base.batch_ranking_loss`)
+and a summed instance loss is the global batch's sum
+(:func:`visem.distributed.batch_sum`); a mean needs nothing across processes.
 
 **Normalisation.** DPC puts BatchNorm after every convolution and fully
 connected layer. visem models use no batch statistics (they would need
@@ -98,9 +102,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from visem.distributed import gather
-from visem.losses import ranking_loss
-from visem.models.base import Objective, RetrievalModel
+from visem.distributed import batch_sum
+from visem.models.base import Objective, RetrievalModel, batch_ranking_loss
 from visem.models.registry import register_model
 from visem.models.text import PAD, check_ids, lengths_of
 from visem.models.vsepp import TokenRetrievalModel, check_features, random_token_ids
@@ -280,7 +283,7 @@ class DPC(RetrievalModel):
         shift = None
         if self.training and self.config.position_shift:
             room = (self.config.text_len - lengths_of(text).clamp(max=self.config.text_len)).to(torch.float32)
-            shift = (torch.rand(text.shape[0], device=text.device) * (room + 1)).floor().long()
+            shift = (torch.rand_like(room) * (room + 1)).floor().long()
         return self.text_path(text, shift)
 
     def embed_image(self, image: Tensor) -> Tensor:
@@ -309,17 +312,17 @@ class DPC(RetrievalModel):
         if label.numel() and (int(label.min()) < 0 or int(label.max()) >= c.n_classes):
             raise ValueError(f"label holds classes outside [0, {c.n_classes}): min {int(label.min())}, "
                              f"max {int(label.max())}")
-        # per-sample cross-entropies, reduced over the whole (gathered) batch like the ranking loss
-        ce_img = gather(F.cross_entropy(self.classifier(self.drop(f_img)), label, reduction="none"))
-        ce_txt = gather(F.cross_entropy(self.classifier(self.drop(f_txt)), label, reduction="none"))
-        reduce = torch.mean if c.reduction == "mean" else torch.sum
-        rank = ranking_loss(gather(F.normalize(f_img, dim=-1)), gather(F.normalize(f_txt, dim=-1)),
-                            margin=c.margin, hardest=c.hardest, reduction=c.reduction)
+        # per-sample cross-entropies: a batch mean needs nothing across processes, a sum is over the global batch
+        reduce = batch_sum if c.reduction == "sum" else torch.mean
+        ce_img = F.cross_entropy(self.classifier(self.drop(f_img)), label, reduction="none")
+        ce_txt = F.cross_entropy(self.classifier(self.drop(f_txt)), label, reduction="none")
+        rank = batch_ranking_loss(F.normalize(f_img, dim=-1), F.normalize(f_txt, dim=-1), margin=c.margin,
+                                  hardest=c.hardest, reduction=c.reduction)
         terms = {"ranking": rank, "instance_img": reduce(ce_img), "instance_txt": reduce(ce_txt)}
         stage = self.stage(progress)
         weights = {"ranking": c.lambda_rank if stage == 2 else 0.0, "instance_img": c.lambda_img,
                    "instance_txt": c.lambda_txt}
-        return Objective(terms, weights, {"stage": torch.tensor(float(stage))})
+        return Objective(terms, weights, {"stage": torch.tensor(float(stage), device=f_img.device)})
 
     def example_batch(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
         c = self.config
