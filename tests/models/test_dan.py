@@ -108,7 +108,7 @@ def test_overfits_tiny_paired_set_to_r1_100():
     text = torch.zeros(n, 5, dtype=torch.long)
     text[:, :3] = torch.arange(2, 2 + 3 * n).view(n, 3) % 30
     opt = model.make_optimizers(1e-2)
-    for _ in range(150):
+    for _ in range(60):  # R@1 = 100 both ways from about 30 steps (seeds 0-2)
         model.train_step({"image": image, "text": text}, opt)
     m = model.evaluate({"image": image, "text": text, "txt_to_img": torch.arange(n)})
     assert m["i2t_r1"] == 100.0 and m["t2i_r1"] == 100.0
