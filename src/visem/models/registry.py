@@ -19,7 +19,9 @@ from visem.models.base import EmbeddingModel
 # Modules whose import registers models. Imported on first registry lookup.
 MODEL_MODULES = ("visem.models.linear", "visem.models.vsepp", "visem.models.vsa", "visem.models.a3vse", "visem.models.scan_xattn", "visem.models.zeroshot", "visem.models.lcale", "visem.models.cada_vae", "visem.models.dcca", "visem.models.pse",
                  # zero-shot cross-modal baselines of seed 004 Table 2
-                 "visem.models.deepsm", "visem.models.acmr", "visem.models.dual_gan")
+                 "visem.models.deepsm", "visem.models.acmr", "visem.models.dual_gan",
+                 # image-text retrieval baselines of seed 003 Tables 2 and 4
+                 "visem.models.dpc", "visem.models.dan")
 
 
 @dataclass(frozen=True)
