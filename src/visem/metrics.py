@@ -1259,6 +1259,46 @@ def bleu(
     return float(metric.corpus_score(hyps, streams).score)
 
 
+def retrieval_recall_scores(scores: ArrayLike, txt_to_img: ArrayLike, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """:func:`retrieval_recall` from a given ``(M captions, N images)`` score matrix.
+
+    For scores that are not dot products of two embeddings (a dense score
+    fused with a lexical one, :mod:`visem.search.lexical`). The same
+    protocol and the same rule for ties (against the query): a caption's
+    rank is ``1 + #{other images with score >= its image's score}``; an
+    image's rank is ``1 + #{captions of other images with score >= the best
+    score among its own captions}`` (the column of the matrix). The matrix
+    is taken as given (float64), so ties are exact equalities of its
+    entries. Every image needs at least one caption.
+
+    Example:
+        >>> retrieval_recall_scores(np.eye(3), [0, 1, 2])["t2i_r1"]
+        100.0
+    """
+    ks_t = _check_ks(ks)
+    s = torch.as_tensor(np.asarray(scores, dtype=np.float64))
+    if s.dim() != 2 or s.shape[0] == 0 or s.shape[1] == 0:
+        raise ValueError(f"scores must be a non-empty (captions, images) matrix, got shape {tuple(s.shape)}")
+    if not bool(torch.isfinite(s).all()):
+        raise ValueError("scores hold NaN or inf")
+    t2i = _as_int("txt_to_img", txt_to_img)
+    m, n = s.shape
+    if t2i.shape[0] != m:
+        raise ValueError(f"txt_to_img must have one entry per caption (row): got {tuple(t2i.shape)} for scores {(m, n)}")
+    if bool(((t2i < 0) | (t2i >= n)).any()):
+        raise ValueError(f"txt_to_img points outside the {n} images")
+    counts = torch.bincount(t2i, minlength=n)
+    if bool((counts == 0).any()):
+        raise ValueError(f"image {int(torch.nonzero(counts == 0)[0, 0])} has no caption in txt_to_img")
+    rows = torch.arange(m)
+    correct = s[rows, t2i]
+    ranks_t2i = 1 + (s >= correct[:, None]).sum(1) - 1  # the correct image itself is >= and is not counted
+    own = t2i[:, None] == torch.arange(n)[None, :]  # (M, N): caption j belongs to image i
+    best = torch.where(own, s, torch.full_like(s, -torch.inf)).max(0).values  # (N,)
+    ranks_i2t = 1 + ((s >= best[None, :]) & ~own).sum(0)
+    return _summarise(ranks_i2t, ranks_t2i, ks_t)
+
+
 # --------------------------------------------------------------------------
 # binary codes (Hamming ranking) and precision-recall curves
 # --------------------------------------------------------------------------

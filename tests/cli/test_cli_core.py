@@ -1,6 +1,7 @@
 """End-to-end CLI smoke tests, in-process on CPU with synthetic data (no files needed)."""
 
 import json
+import os
 
 import torch
 
@@ -80,9 +81,15 @@ def test_two_runs_of_one_config_end_at_the_same_weights(tmp_path):
 
 
 def test_device_and_precision_options_are_checked_before_any_work(tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv("VISEM_DEVICE", raising=False)  # restored after the test: the options set them
+    monkeypatch.delenv("VISEM_DEVICE", raising=False)
     monkeypatch.delenv("VISEM_PRECISION", raising=False)
     assert main(["train", "--synthetic", "--out", str(tmp_path / "x"), "--device", "tpu"]) == 2
     assert "auto" in capsys.readouterr().err and not (tmp_path / "x").exists()
     assert main(["train", "--synthetic", "--out", str(tmp_path / "y"), "--set", "train.steps=5",
                  "--device", "cpu", "--precision", "bf16"]) == 0
+    # the options last as long as the command: a later in-process call trains at the default again
+    assert "VISEM_DEVICE" not in os.environ and "VISEM_PRECISION" not in os.environ
+    monkeypatch.setenv("VISEM_PRECISION", "fp16")
+    assert main(["train", "--synthetic", "--out", str(tmp_path / "z"), "--set", "train.steps=5",
+                 "--precision", "bf16"]) == 0
+    assert os.environ["VISEM_PRECISION"] == "fp16"

@@ -219,10 +219,16 @@ def test_fold_protocols_in_the_sparse_grid(tmp_path):
 
 
 def test_retrieval_precomp_quick(tmp_path, precomp_writer):
+    from visem.experiments.benchmarks import PRECOMP_DEFAULTS
+    from visem.experiments.sparse import RETRIEVAL_MODELS
+
+    assert PRECOMP_DEFAULTS["models"] == list(RETRIEVAL_MODELS)  # DPC and DAN run too (the next test)
     folder = _precomp(tmp_path / "f30k_precomp", precomp_writer)
-    res = reproduce("retrieval-precomp", tmp_path / "out", quick=True, data=folder)
+    res = reproduce("retrieval-precomp", tmp_path / "out", quick=True, data=folder,
+                    overrides={"models": ["vsepp", "scan-xattn", "a3vse"]})
     cfg = res["config"]
-    assert cfg["test_split"] == "testall" and cfg["settings"]["models"] == ["vsepp", "scan-xattn", "a3vse"]
+    assert cfg["test_split"] == "testall"
+    assert cfg["settings"]["models"] == ["vsepp", "scan-xattn", "a3vse"]
     assert cfg["quick"] is True and cfg["seeds"] == [0, 1]
     ids = {(r["model"], r["setting"]) for r in res["rows"]}
     assert ids == {(m, s) for m in cfg["settings"]["models"] for s in ("sparse-10-1", "full")}
@@ -238,6 +244,26 @@ def test_retrieval_precomp_quick(tmp_path, precomp_writer):
     # captions name the words whose codes make the regions: with every pair, retrieval is far above chance
     full = {r["model"]: r for r in res["rows"] if r["setting"] == "full"}
     assert max(r["t2i_r10"] for r in full.values()) > 2 * chance_r10
+
+
+def test_retrieval_precomp_trains_dpc_on_instance_classes_and_dan_on_regions(tmp_path, precomp_writer):
+    folder = _precomp(tmp_path / "f30k_precomp", precomp_writer)
+    res = reproduce("retrieval-precomp", tmp_path / "out", quick=True, data=folder,
+                    overrides={"models": ["dpc", "dan"], "seeds": 1, "settings": ["full"],
+                               "train": {"dpc": {"steps": 20}, "dan": {"steps": 20}}})
+    cfg = res["config"]
+    assert [(r["model"], r["setting"]) for r in res["rows"]] == [("dpc", "full"), ("dan", "full")]
+    # every training image is its own instance (one image per caption set in a precomp folder)
+    assert cfg["splits"]["seed0"]["full"]["instance_classes"] == cfg["splits"]["seed0"]["full"]["paired_images"] == 240
+    assert set(cfg["term_shares"]["dpc@full"]["end"]) == {"ranking", "instance_img", "instance_txt"}
+    assert set(cfg["term_shares"]["dan@full"]["end"]) == {"ranking"}
+    # DPC keeps its own rate cut (stage II's last third), the others the experiment's
+    assert cfg["settings"]["train"]["dpc"]["lr_decay_at"] == pytest.approx(0.8 + 0.2 * 2 / 3)
+    assert "lr_decay_at" not in cfg["settings"]["train"]["dan"]
+    for r in res["rows"]:
+        assert r["dataset"] == "f30k test (40 images)" and r["n_runs"] == 1
+        assert r["rsum"] == pytest.approx(sum(r[k] for k in RECALL_KEYS[:-1]), abs=1e-4)
+    assert {("dpc", "Flickr30K 1K"), ("dan", "MS-COCO 5K")} <= {(r["model"], r["dataset"]) for r in res["paper"]}
 
 
 def test_nearest_caption_pseudo_uses_only_kept_captions():

@@ -14,7 +14,8 @@ from visem.experiments.retrieval import (
     split_concepts,
     synthetic_corpus,
 )
-from visem.experiments.sparse import ABLATIONS, parse_setting, setting_name, sparse
+from visem.experiments.sparse import (ABLATIONS, RETRIEVAL_MODELS, _comparisons, _seed003_rows, instance_classes,
+                                     model_list, parse_setting, setting_name, sparse)
 from visem.features.text import TextTable
 from visem.train.sampler import IndexSampler, MultiSampler
 
@@ -33,7 +34,10 @@ def _budget(names, steps=4, **kw):
              "vsa-e-mmd": {"hidden_dim": 16, "channels": (8, 8), "word_dim": 8},
              "vsa-ae-mmd": {"hidden_dim": 16, "channels": (8, 8), "word_dim": 8},
              "scan-xattn": {"embed_dim": 16, "word_dim": 8},
-             "a3vse": {"embed_dim": 16, "word_dim": 8, "disc_hidden": 16, "heads": 2}}
+             "a3vse": {"embed_dim": 16, "word_dim": 8, "disc_hidden": 16, "heads": 2},
+             "dpc": {"embed_dim": 16, "word_dim": 8, "text_len": 6, "text_channels": (8, 8, 8, 8),
+                     "text_blocks": (1, 1, 1, 1)},
+             "dan": {"word_dim": 8, "hidden_dim": 8, "margin": 1.5}}
     return Budget(steps={m: steps for m in names}, batch_size={m: 8 for m in names}, lr={m: 1e-3 for m in names},
                   model={m: small[m] for m in names}, test_fraction=0.25, log_every=2, **kw)
 
@@ -121,6 +125,48 @@ def test_sparse_rows_ablations_baselines_and_selection(tmp_path):
     # the synthetic tags are the caption words: tag matching finds each caption's image
     s_g = res["rows"][-3]
     assert s_g["t2i_r1"] == 100.0 and s_g["i2t_r1"] == 100.0
+
+
+def test_sparse_grid_trains_dpc_on_instance_classes_and_dan_on_regions(tmp_path):
+    corpus = synthetic_corpus(n_concepts=20)
+    budget = _budget(("dpc", "dan"), steps=3, val_fraction=0.1, validate_every=2)
+    res = sparse(corpus, tmp_path, budget, settings=((0.25, 1), (1.0, 0)), ablation_setting=None,
+                 models=("dpc", "dan"), baselines=False)
+    assert [(r["model"], r["setting"]) for r in res["rows"]] == [
+        ("dpc", "sparse-25-1"), ("dan", "sparse-25-1"), ("dpc", "full"), ("dan", "full")]
+    assert all(METRICS <= set(r) for r in res["rows"])
+    # full: 26 training images of 13 concepts, the two styles of a concept one instance class
+    assert res["config"]["splits"]["full"]["instance_classes"] == 13
+    header = (tmp_path / "full" / "dpc" / "metrics.csv").read_text().splitlines()[0]
+    assert {"ranking", "instance_img", "instance_txt", "stage"} <= set(header.split(","))
+    assert set(res["shares"]["dpc@full"]["end"]) == {"ranking", "instance_img", "instance_txt"}
+    assert set(res["shares"]["dan@full"]["end"]) == {"ranking"}
+
+
+def test_instance_classes_models_option_and_comparisons():
+    concept = np.array([7, 7, 3, 5, 3, 9])
+    classes, n = instance_classes(concept, np.array([0, 1, 2, 4]), 6)
+    assert classes.tolist() == [1, 1, 0, -1, 0, -1] and n == 2  # images of one concept share a class
+    assert model_list("all") == list(RETRIEVAL_MODELS)
+    assert model_list(["dpc", "a3vse-no-adv"]) == ["dpc", "a3vse-no-adv"]
+    with pytest.raises(ValueError, match="unknown model"):
+        model_list(["dpc", "clip"])
+    s = {"settings": ["full"], "models": ["a3vse", "dpc"], "ablations": [], "ablation_setting": "full"}
+    pairs = _comparisons(s)
+    assert ("a3vse@full", "dpc@full") in pairs and ("a3vse@full", "dan@full") not in pairs
+
+
+def test_paper_rows_of_tables_2_and_4():
+    rows = {(r["model"], r["setting"], r["dataset"]): r for r in _seed003_rows()}
+    assert len(rows) == len(_seed003_rows())  # no row twice
+    dpc = rows[("dpc", "sparse-10-all", "Flickr30K 1K")]
+    assert (dpc["t2i_r1"], dpc["i2t_r10"], dpc["rsum"]) == (8.5, 66.0, 198.7)
+    dan = rows[("dan", "full", "MS-COCO 5K")]
+    assert (dan["t2i_r1"], dan["t2i_r5"], dan["i2t_r1"]) == (29.8, 58.8, 40.8)
+    for model in RETRIEVAL_MODELS:
+        for setting in ("sparse-10-1", "sparse-50-2", "full"):
+            assert (model, setting, "MS-COCO 5K") in rows
+        assert (model, "sparse-50-2", "Flickr30K 1K") in rows
 
 
 def test_aggregate_gives_mean_and_sample_std_per_row():

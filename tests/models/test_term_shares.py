@@ -51,7 +51,7 @@ def _check(name: str, shares: dict[str, float]) -> None:
     assert all(shares[t] > 0 for t in small if t in shares), f"{name}: a documented small term carries nothing"
 
 
-@pytest.mark.parametrize("name", ["linear-vse", "vsepp", "scan-xattn", "dcca"])
+@pytest.mark.parametrize("name", ["linear-vse", "vsepp", "scan-xattn", "dcca", "dan"])
 def test_single_term_models_put_all_their_gradient_in_it(name):
     torch.manual_seed(0)
     dims = {"image_dim": 12, "text_dim": 7, "vocab_size": 30}
@@ -107,6 +107,31 @@ def test_a3vse_triplets_and_discriminators_share_the_gradient(sparse_batch):
     # averaged over 4 batches: one batch of 16 pairs can have every hardest negative beyond the margin
     shares = [gradient_shares(model, batch()) for _ in range(4)]
     _check("a3vse", {k: sum(s[k] for s in shares) / len(shares) for k in shares[0]})
+
+
+def test_dpc_ranking_and_instance_losses_share_the_gradient(sparse_batch):
+    """At the emoji-sparse config, stage II weights (progress 1): at initialisation and after a short stage I."""
+    from visem.experiments.retrieval import build_for, emoji_corpus
+
+    d, b = sparse_batch, sparse_batch["budget"]
+    pooled = torch.as_tensor(emoji_corpus(grid=False, limit=N_EMOJI).pooled)
+    paired = d["paired"]  # 16 annotated images, each its own instance class (one style here)
+    torch.manual_seed(0)
+    model = build_for("dpc", b, "dpc", {"image_dim": 1280, "vocab_size": len(d["text"].vocab),
+                                        "n_classes": len(paired)}, d["text"], True)
+    g = torch.Generator().manual_seed(0)
+
+    def batch():
+        k = torch.randperm(len(paired), generator=g)
+        caps = torch.as_tensor([d["first"][int(i)] for i in paired[k]])
+        return {"image": pooled[paired[k]], "text": d["ids"][caps], "label": k}
+
+    _check("dpc", gradient_shares(model, batch(), progress=1.0))
+    opts = model.make_optimizers(1e-3, 1e-6)
+    for step in range(60):
+        model.train_step(batch(), opts, progress=0.5 * step / 60, grad_clip=2.0)
+    shares = [gradient_shares(model, batch(), progress=1.0) for _ in range(4)]
+    _check("dpc", {k: sum(s[k] for s in shares) / len(shares) for k in shares[0]})
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from visem.features.tokenize import tokenize
 
 # (file, colour, shape, caption or None): twelve images, nine captioned
 ITEMS = [
@@ -86,3 +90,27 @@ def tiny_items() -> list[tuple[str, str, str, str | None]]:
 def draw_image():
     """``draw_image(path, colour, shape, size=96)`` writes one PNG like the tiny collection's."""
     return draw
+
+
+def _naive_bm25(docs: list[str], query: list[str], k1: float = 1.5, b: float = 0.75):
+    """Lucene's BM25 (its BM25Similarity since Lucene 8: idf * tf / (tf + k1 (1 - b + b dl / avgdl)), the
+    constant (k1 + 1) of the textbook formula dropped), one loop per document and term: the reference for bm25s."""
+    toks = [tokenize(d) for d in docs]
+    n = len(toks)
+    avgdl = sum(len(t) for t in toks) / n
+    out = np.zeros(n)
+    for i, t in enumerate(toks):
+        for q in query:
+            df = sum(q in u for u in toks)
+            if df == 0:
+                continue
+            idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+            tf = t.count(q)
+            out[i] += idf * tf / (tf + k1 * (1 - b + b * len(t) / avgdl))
+    return out
+
+
+@pytest.fixture(scope="session")
+def naive_bm25():
+    """``naive_bm25(documents, query_tokens)``: Lucene's BM25 by a plain loop (the oracle for bm25s)."""
+    return _naive_bm25

@@ -116,7 +116,7 @@ def test_type_a_caption_see_its_image_first_then_similar(site, browser):
     assert first.get_attribute("data-id") == str(site["ids"]["red_circle.png"])
     assert first.find_element(By.CSS_SELECTOR, ".caption").text == "a red circle"
     score = float(first.find_element(By.CSS_SELECTOR, ".score").text)
-    assert -1.0 <= score <= 1.0
+    assert score == pytest.approx(site["index"].search_text("a red circle", k=12)[0].score, abs=1e-3)  # fused
     assert len(d.find_elements(By.CSS_SELECTOR, "#results .result")) == 12  # k defaults to 12 on the page
     assert "q=a+red+circle" in d.current_url
 
@@ -140,9 +140,58 @@ def test_api_errors_are_shown(site, browser):
     d = browser
     d.get(site["base"] + "/")
     box = d.find_element(By.ID, "q")
-    box.send_keys("<xqzv>qqjjx</xqzv>")
+    box.send_keys("<*>?!</*>")
     box.send_keys(Keys.ENTER)
     msg = WebDriverWait(d, 10).until(EC.visibility_of_element_located((By.ID, "message")))
     assert "no word" in msg.text
-    assert "<xqzv>qqjjx</xqzv>" in msg.text  # shown as text, not markup
+    assert "<*>?!</*>" in msg.text  # shown as text, not markup
     assert d.find_elements(By.CSS_SELECTOR, "#message *") == []
+
+
+def test_ignored_words_are_listed(site, browser):
+    d = browser
+    d.get(site["base"] + "/")
+    box = d.find_element(By.ID, "q")
+    box.send_keys("a red circle 猫")
+    box.send_keys(Keys.ENTER)
+    _first_loaded(d, "#results .result")
+    WebDriverWait(d, 10).until(lambda d: d.find_element(By.ID, "ignored").is_displayed())
+    assert d.find_element(By.ID, "ignored").text == "ignored (unknown to this index): 猫"
+
+
+def test_map_view(site, browser):
+    """The map: every image as a loaded thumbnail and every caption as a dot, placed as /api/map says;
+    clicking a thumbnail shows that image's neighbours."""
+    d = browser
+    d.get(site["base"] + "/")
+    WebDriverWait(d, 10).until(lambda d: "12 images" in d.find_element(By.ID, "info").text)
+    d.find_element(By.ID, "map-button").click()
+    WebDriverWait(d, 20).until(lambda d: d.find_element(By.ID, "map-panel").is_displayed())
+    points = d.find_elements(By.CSS_SELECTOR, "#map .map-point")
+    assert sorted(int(p.get_attribute("data-id")) for p in points) == sorted(site["ids"].values())
+    WebDriverWait(d, 10).until(lambda d: all(d.execute_script(
+        "return arguments[0].complete && arguments[0].naturalWidth > 0", p) for p in points))
+    assert len(d.find_elements(By.CSS_SELECTOR, "#map .map-caption")) == 10
+    api = {p["id"]: p for p in _map_points(site)}
+    box = d.find_element(By.ID, "map").rect
+    for p in points:  # placed where the API put it (x left to right, y bottom to top)
+        want = api[int(p.get_attribute("data-id"))]
+        r = p.rect
+        cx, cy = r["x"] + r["width"] / 2 - box["x"], r["y"] + r["height"] / 2 - box["y"]
+        assert abs(cx / box["width"] - (0.03 + 0.94 * want["x"])) < 0.02
+        assert abs(cy / box["height"] - (0.03 + 0.94 * (1 - want["y"]))) < 0.02
+    assert "pca" in d.find_element(By.ID, "map-info").text  # 22 points: fewer than a neighbour graph needs
+    target = points[0]
+    target.click()
+    WebDriverWait(d, 10).until(
+        lambda d: d.find_element(By.ID, "query-panel").is_displayed()
+        and d.find_element(By.ID, "query-panel").get_attribute("data-id") == target.get_attribute("data-id"))
+    assert not d.find_element(By.ID, "map-panel").is_displayed()
+
+
+def _map_points(site) -> list[dict]:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(site["base"] + "/api/map?n=300", timeout=10) as r:
+        return [p for p in json.loads(r.read())["points"] if p["kind"] == "image"]

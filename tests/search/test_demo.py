@@ -29,7 +29,9 @@ def test_collection_split_and_fractions(demo_collection):
     assert captioned == c["n_captioned"] == round(0.2 * c["n_images"])
     assert len(train.captions) == c["n_captions"]
     assert all(train.tags[i] for i in range(len(train.images)))  # every indexed image has tags
-    assert len(held.uncaptioned) == 0 and all(not t for t in held.tags)  # held-out: captions only
+    assert len(held.uncaptioned) == 0 and all(not t for t in held.tags)  # held-out captions: no tags
+    tags = load_captions(c["heldout_tags"], c["heldout"])  # what index add reads: every held-out image's tags
+    assert not tags.captions and set(tags.images) == set(held.images) and all(tags.tags)
 
 
 def test_collection_is_seeded(demo_collection, tmp_path):
@@ -42,6 +44,8 @@ def test_collection_is_seeded(demo_collection, tmp_path):
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
     res = run_demo(tmp_path, steps=60, progress=False)
-    assert res["report"]["method"] == "a3vse"
-    assert res["heldout"]["n_images"] > 300 and res["heldout"]["overlap"] == 0
+    assert res["report"]["method"] == "a3vse" and res["report"]["choice"]["how"] == "validation"
+    h = res["heldout"]
+    assert h["n_images"] > 300 and h["overlap"] == 0 and h["in_index"] == h["n_images"]
+    assert set(h["modes"]) == {"hybrid", "dense", "lexical"} and h["lexical_overlap"] == 0
     assert res["added"]["n_images"] > res["report"]["n_images"]

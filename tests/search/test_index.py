@@ -28,9 +28,17 @@ def test_build_report_and_files(tiny_index, index):
     assert rep["pseudo_source"] == "tags for 12" and rep["skipped"] == {}
     assert rep["ann"]["kind"] == "exact" and rep["ann"]["n"] == 12
     files = {p.name for p in tiny_index.iterdir()}
-    assert {"index.json", "model.safetensors", "model.yaml", "vocab.json", "captions.json",
-            "caption_embeddings.npy", "images.0.json", "embeddings.0.npy"} <= files
+    assert {"index.json", "model.safetensors", "model.yaml", "vocab.json", "captions.json", "lexical.0.json",
+            "raw.0.npy", "caption_embeddings.npy", "images.0.json", "embeddings.0.npy"} <= files
     assert not any(f.endswith(".faiss") for f in files)  # exact search reads the embeddings themselves
+    # nine captioned images: too few to hold some out, so the documented defaults (and the report says so)
+    from visem.search.choose import DEFAULT_TEXT_ENCODER
+    from visem.search.lexical import DEFAULT_FUSION
+
+    assert rep["choice"]["how"] == "default" and "fewer than the 50" in rep["choice"]["why"]
+    assert rep["choice"]["text_encoder"] == DEFAULT_TEXT_ENCODER and rep["choice"]["fusion"] == DEFAULT_FUSION
+    assert index.fusion == DEFAULT_FUSION and index.lexical.n == 12
+    assert not tiny_index.with_name(tiny_index.name + ".partial").exists()
     assert index.n_images == 12 and index.embeddings.shape == (12, index.manifest["dim"])
     assert index.embeddings.dtype == np.float16 and isinstance(index.embeddings, np.memmap)
     # float16 storage: unit norm to its precision (a relative step of 2**-11 per component)
@@ -45,35 +53,59 @@ def test_each_caption_finds_its_own_image_first(index, tiny_items):
         assert hits[0].caption == cap and hits[0].score >= hits[1].score >= hits[2].score
 
 
-def test_search_results_match_brute_force(index):
+def test_search_results_match_brute_force(index, naive_bm25):
+    from visem.features.tokenize import tokenize
+
     q = index.embed_query("a green circle")
-    hits = index.search_text("a green circle", k=MAX_K)
+    hits = index.search_text("a green circle", k=MAX_K, mode="dense")
     assert len(hits) == 12  # k larger than the collection: everything, ranked
     brute = index.embeddings @ q
     assert [h.id for h in hits] == np.argsort(-brute, kind="stable").tolist()
     np.testing.assert_allclose([h.score for h in hits], np.sort(brute)[::-1], atol=1e-5)
+    # the index's fusion: dense + w * BM25 / best BM25, with BM25 from a naive loop over the documents
+    w = index.fusion["weight"]
+    bm = naive_bm25(index.lexical.documents, tokenize("a green circle"))
+    fused = brute + w * bm / bm.max()
+    hybrid = index.search_text("a green circle", k=MAX_K)
+    assert [h.id for h in hybrid] == np.lexsort((np.arange(12), -fused)).tolist()
+    np.testing.assert_allclose([h.score for h in hybrid], np.sort(fused)[::-1], atol=1e-5)
+    assert hybrid[0].name == "green_circle.png"
 
 
-def test_unknown_query_words_are_ignored_and_bad_queries_rejected(index):
-    ex = index.explain_query("a Pink circle xqzzyv")
-    assert ex["used"] == ["a", "circle"] and ex["unknown"] == ["pink", "xqzzyv"]
-    unknown_dropped = index.embed_query("a pink circle xqzzyv")
-    np.testing.assert_allclose(unknown_dropped, index.embed_query("a circle"), atol=1e-6)
+def test_open_vocabulary_and_bad_queries_rejected(index):
+    ex = index.explain_query("a Pink circle guitar 猫")
+    assert ex["used"] == ["a", "pink", "circle", "guitar"]  # MiniLM spells any word; no caption said pink
+    assert ex["matched"] == ["a", "circle"] and ex["unknown"] == ["猫"]  # MiniLM's [UNK], in no document
+    assert index.search_text("guitar", k=3, mode="dense")  # a word no caption or tag holds is still a query
     with pytest.raises(QueryError, match="empty"):
         index.search_text("   ")
     with pytest.raises(QueryError, match="too long"):
         index.search_text("circle " * (MAX_QUERY_CHARS // 7 + 1))
     with pytest.raises(QueryError, match="no word"):
-        index.search_text("xqzzyv qqqwwv")
+        index.search_text("!!! ???")
     for k in (0, MAX_K + 1, True, 2.5):
         with pytest.raises(QueryError, match="k must be"):
             index.search_text("circle", k=k)
 
 
+def test_gru_tower_ignores_and_lists_words_outside_its_vocabulary(tiny_collection, tmp_path):
+    folder, ann = tiny_collection
+    rep = build_index(folder, ann, tmp_path / "gru", BuildOptions(steps=5, batch_size=4, embed_dim=16,
+                                                                   text_encoder="gru"))
+    assert rep.choice["how"] == "default" and rep.choice["text_encoder"] == "gru"
+    idx = SearchIndex.open(tmp_path / "gru")
+    ex = idx.explain_query("a Pink circle xqzzyv")
+    assert ex["used"] == ["a", "circle"] and ex["unknown"] == ["pink", "xqzzyv"]
+    np.testing.assert_allclose(idx.embed_query("a pink circle xqzzyv"), idx.embed_query("a circle"), atol=1e-6)
+    with pytest.raises(QueryError, match="no word"):
+        idx.search_text("xqzzyv qqqwwv")
+
+
 def test_image_queries(index, tiny_collection):
     folder, _ = tiny_collection
     res = index.search_image(folder / "red_circle.png", k=3)
-    assert res.images[0].name == "red_circle.png" and res.images[0].score == pytest.approx(1.0, abs=1e-4)
+    # the index ranks images by learned + raw cosine (visem.search.image_space): the image itself scores 2
+    assert res.images[0].name == "red_circle.png" and res.images[0].score == pytest.approx(2.0, abs=1e-3)
     assert len(res.captions) == 3 and res.captions[0].caption in index._captions
     same = index.search_image((folder / "red_circle.png").read_bytes(), k=3)
     assert [h.id for h in same.images] == [h.id for h in res.images]
@@ -81,9 +113,11 @@ def test_image_queries(index, tiny_collection):
     sim = index.similar(i, k=4)
     assert i not in [h.id for h in sim.images] and len(sim.images) == 4
     vec = index.embeddings[i].astype(np.float32)
-    brute = index.embeddings @ vec
+    raw = np.asarray(index.raw, dtype=np.float32)
+    brute = index.embeddings @ vec + raw @ raw[i]  # learned + raw cosine (visem.search.image_space)
     brute[i] = -np.inf
     assert [h.id for h in sim.images] == np.argsort(-brute, kind="stable")[:4].tolist()
+    np.testing.assert_allclose([h.score for h in sim.images], np.sort(brute)[::-1][:4], atol=1e-3)
     # image to caption goes through the captions' vector store: the same ranking as brute force
     cap_scores = index.caption_embeddings.astype(np.float32) @ vec
     assert [index._captions.index(c.caption) for c in sim.captions] == np.argsort(-cap_scores, kind="stable")[:4].tolist()
@@ -136,9 +170,15 @@ def test_add_images_then_search_them(tiny_index, tiny_collection, tmp_path, draw
     assert np.load(idx_dir / "embeddings.1.npy").shape == (2, idx.manifest["dim"])
     assert (idx_dir / "embeddings.0.npy").read_bytes() == (tiny_index / "embeddings.0.npy").read_bytes()
     assert (idx_dir / "images.0.json").read_bytes() == (tiny_index / "images.0.json").read_bytes()
+    # so do its sides: the new images' lexical documents and raw features, generation 0's untouched
+    assert np.load(idx_dir / "raw.1.npy").shape == (2, 1280) and idx.lexical.n == 14
+    assert len(json.loads((idx_dir / "lexical.1.json").read_text())["documents"]) == 2
+    for f in ("raw.0.npy", "lexical.0.json"):
+        assert (idx_dir / f).read_bytes() == (tiny_index / f).read_bytes()
     reopened = SearchIndex.open(idx_dir)
     hit = reopened.search_image(new / "tiny_square.png", k=1).images[0]
-    assert hit.name == "tiny_square.png" and hit.score == pytest.approx(1.0, abs=1e-4)
+    assert hit.name == "tiny_square.png" and hit.score == pytest.approx(2.0, abs=1e-3)
+    assert reopened.raw.shape == (14, 1280)  # the added images' raw features joined the image-to-image side
     assert reopened.image_file(hit.id) == (new / "tiny_square.png").resolve()
     assert idx.add_images(new)["added"] == 0  # idempotent
 
@@ -206,7 +246,9 @@ def test_bad_rows_are_reported_and_skipped(tmp_path, tiny_items, draw_image):
     rep = build_index(folder, ann, tmp_path / "idx", BuildOptions(steps=5, batch_size=4, embed_dim=16))
     assert rep.n_images == 4 and rep.method == "a3vse"  # yellow_circle is uncaptioned
     assert rep.skipped["missing_image"] == 1 and rep.skipped["unreadable"] == 1
-    assert rep.skipped["duplicate_image"] == 1 and rep.skipped["malformed"] == 1 and rep.skipped["empty_caption"] == 1
+    assert rep.skipped["duplicate_image"] == 1 and rep.skipped["malformed"] == 1
+    assert "empty_caption" not in rep.skipped  # blue_square.png is kept (it has a caption): a note, not a skip
+    assert rep.notes == ["1 row(s) with an empty caption: their images kept, uncaptioned"]
     assert any("copy_of_red.png" in p for p in rep.problems)
     idx = SearchIndex.open(tmp_path / "idx")
     red = idx._names.index("red_circle.png")
@@ -272,3 +314,18 @@ def test_cli_info_search_and_bad_backend_options(tiny_index, tiny_collection, tm
                  "--backend", "milvus", "--index-type", "ivf", "--quiet"])
     assert code == 2 and "picks its own" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_training_length_is_proportional_to_the_collection_with_no_cap(tiny_collection, tmp_path):
+    from visem.search.training import default_steps
+
+    assert default_steps(100, 64) == 300  # small collections: the floor
+    assert default_steps(1_000_000, 64) == 234_375  # 15 passes, no 2,000-step cap
+    assert default_steps(1_000_000, 64, epochs=0.5) == 7_813  # ceil(0.5 * 1e6 / 64)
+    assert default_steps(10, 64, epochs=1) == 1  # an explicit length has no floor
+    folder, ann = tiny_collection
+    for opts, msg in ((BuildOptions(steps=10, epochs=2.0), "not both"), (BuildOptions(epochs=0.0), "epochs must be"),
+                      (BuildOptions(steps=0), "steps must be")):
+        with pytest.raises(ValueError, match=msg):
+            build_index(folder, ann, tmp_path / "z", opts)
+    assert not (tmp_path / "z").exists()

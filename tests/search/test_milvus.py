@@ -59,9 +59,11 @@ def test_index_built_searched_and_grown_through_milvus(tiny_collection, tmp_path
     try:
         assert idx.info()["ann"]["backend"] == "milvus"
         q = idx.embed_query("a red circle")
-        hits = idx.search_text("a red circle", k=12)
+        hits = idx.search_text("a red circle", k=12, mode="dense")  # the dense side alone: the store's ranking
         brute = idx.embeddings.astype(np.float32) @ q
         assert [h.id for h in hits] == np.argsort(-brute, kind="stable").tolist()
+        fused = idx.search_text("a red circle", k=3)  # the index's fusion, its dense candidates from Milvus
+        assert len(fused) == 3 and fused[0].score >= fused[-1].score
         sim = idx.similar(0, k=3)  # images and captions both through Milvus
         assert 0 not in [h.id for h in sim.images] and len(sim.captions) == 3
         new = tmp_path / "new"

@@ -143,9 +143,15 @@ def test_search_finds_the_captioned_image_at_the_top(client, tiny, name):
 
 def test_search_matches_the_library_call(client, tiny):
     hits = tiny["index"].search_text("a blue triangle", k=12)
-    r = client.get("/api/search", params={"q": "a blue triangle", "k": 12}).json()["results"]
+    body = client.get("/api/search", params={"q": "a blue triangle 猫", "k": 12}).json()
+    r = body["results"]
     assert [(h["id"], h["name"], h["caption"]) for h in r] == [(h.id, h.name, h.caption) for h in hits]
     assert [h["score"] for h in r] == pytest.approx([h.score for h in hits])
+    assert body["ignored"] == ["猫"] and body["mode"] == "hybrid"  # reported as the command line reports it
+    assert body["used"] == ["a", "blue", "triangle"] and body["matched"] == ["a", "blue", "triangle"]
+    dense = client.get("/api/search", params={"q": "a blue triangle", "k": 12, "mode": "dense"}).json()["results"]
+    assert [h["id"] for h in dense] == [h.id for h in tiny["index"].search_text("a blue triangle", 12, mode="dense")]
+    assert client.get("/api/search", params={"q": "red", "mode": "nope"}).status_code == 422
     uncaptioned = [h for h in r if h["name"] in UNCAPTIONED]
     assert len(uncaptioned) == 2 and all(h["caption"] is None for h in uncaptioned)
 
@@ -174,7 +180,7 @@ def test_search_by_uploaded_image(client, tiny):
     body = r.json()
     assert body["query_id"] is None
     assert body["images"][0]["name"] == "blue_triangle.png"  # the same picture is its own nearest
-    assert body["images"][0]["score"] == pytest.approx(1.0, abs=1e-3)
+    assert body["images"][0]["score"] == pytest.approx(2.0, abs=1e-3)  # learned + raw cosine
     assert len(body["images"]) == 3 and len(body["captions"]) == 3
 
 
@@ -251,7 +257,7 @@ def test_invalid_parameters_are_422_with_a_message(client, url, field):
     assert any(e["loc"][-1] == field for e in r.json()["errors"])
 
 
-@pytest.mark.parametrize("q, words", [("   ", "empty"), ("xqzvw qqjjx", "no word")])
+@pytest.mark.parametrize("q, words", [("   ", "empty"), ("!!! ???", "no word")])
 def test_unanswerable_query_is_400_with_the_index_message(client, q, words):
     r = client.get("/api/search", params={"q": q})
     assert r.status_code == 400

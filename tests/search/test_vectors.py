@@ -104,9 +104,10 @@ def test_version_1_index_opens_searches_and_grows_without_rewriting(tiny_index, 
     old = {p.name: p.read_bytes() for p in v1.iterdir() if p.name != "index.json"}
     idx = SearchIndex.open(v1)
     assert idx.info()["format_version"] == 1 and idx.n_images == 12
+    assert idx.lexical is None and idx.raw is None  # a version-1 index had no sides: dense search
     now = SearchIndex.open(tiny_index)
     for q in ("a red circle", "a blue square"):
-        assert [h.id for h in idx.search_text(q, k=5)] == [h.id for h in now.search_text(q, k=5)]
+        assert [h.id for h in idx.search_text(q, k=5)] == [h.id for h in now.search_text(q, k=5, mode="dense")]
     new = tmp_path / "new"
     new.mkdir()
     draw_image(new / "small_square.png", "green", "square", size=70)

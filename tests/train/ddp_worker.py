@@ -1,12 +1,13 @@
 """Run under ``torchrun`` by tests/train/test_distributed.py (not collected by pytest: no ``test_`` prefix).
 
 Writes into the folder given as its argument. ``walk``: every registered model, 3 data-parallel steps on shards of
-one global batch, against the same model trained in one process on the whole
-batch (noise off: ``torch.randn_like`` returns zeros, ``torch.rand_like``
-halves and dropout keeps every unit, so sampling models are deterministic).
-Per phase and step it records the relative difference of the DDP-averaged
-gradient from the one-process gradient, and after each step the largest
-difference of the parameters between ranks and from the one-process model.
+one global batch (at training progress 0.1, 0.5 and 0.9), against the same model trained in one process on the whole
+batch (noise off: ``torch.randn_like`` and ``torch.rand_like`` return zeros and
+dropout keeps every unit, so sampling and dropout models are deterministic).
+Per phase and step it records the relative difference of the
+DDP-averaged gradient from the one-process gradient, and after each step the
+largest difference of the parameters between ranks and from the one-process
+model.
 
 ``reproduce``: ``visem reproduce synthetic-retrieval --quick`` (rank 0 writes
 ``reproduce/results.json``).
@@ -32,6 +33,9 @@ from visem.train import distributed as dist
 
 DIMS = {"image_dim": 12, "text_dim": 7, "class_dim": 5, "n_classes": 4, "vocab_size": 30, "sketch_dim": 9}
 N = 8  # the global batch; every rank takes N / world of the per-sample tensors
+# the training progress of the 3 steps: early, middle and late, so that terms a schedule switches on late in
+# training (a second stage, a warm-up that ends) are stepped too
+PROGRESS = (0.1, 0.5, 0.9)
 
 
 def _flat_grads(model: torch.nn.Module) -> torch.Tensor:
@@ -55,9 +59,10 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 def walk(out: str) -> None:
     dist.init_from_env()
     r, w = rank(), world_size()
-    # noise off, so sampling models are deterministic and comparable: z = mu, uniform draws 1/2, no dropout
+    # noise off, so sampling models are deterministic and comparable: z = mu
     torch.randn_like = lambda x, **kw: torch.zeros_like(x, **kw)
-    torch.rand_like = lambda x, **kw: torch.full_like(x, 0.5, **kw)
+    # and no dropout nor random placement (DPC's classifier dropout and text position shift)
+    torch.rand_like = lambda x, **kw: torch.zeros_like(x, **kw)
     torch.nn.functional.dropout = lambda x, p=0.5, training=True, inplace=False: x
     pse.reparameterize = lambda mu, logvar, generator=None: mu
     report = {}
@@ -70,18 +75,18 @@ def walk(out: str) -> None:
         engine = dist.wrap(model, torch.device("cpu"))
         opts, ref_opts = model.make_optimizers(1e-3), ref.make_optimizers(1e-3)
         grads, between, from_ref = [], [], []
-        for step in range(3):
+        for step, progress in enumerate(PROGRESS):
             for phase in model.phases():
                 for m in (model, ref):
                     m.zero_grad(set_to_none=True)
-                ref(batch, 0.5, phase.name)["loss"].backward()
+                ref(batch, progress, phase.name)["loss"].backward()
                 with gathering():
-                    engine(local, 0.5, phase.name)["loss"].backward()
+                    engine(local, progress, phase.name)["loss"].backward()
                 g_ref, g = _flat_grads(ref), _flat_grads(model)
                 if float(g_ref.norm()) > 0:
                     grads.append(_rel(g, g_ref))
-            ref.train_step(batch, ref_opts, 0.5)
-            model.train_step(local, opts, 0.5, engine=engine)
+            ref.train_step(batch, ref_opts, progress)
+            model.train_step(local, opts, progress, engine=engine)
             p = _flat_params(model)
             every = [torch.zeros_like(p) for _ in range(w)]
             torch.distributed.all_gather(every, p)

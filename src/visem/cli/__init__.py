@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from visem import __version__
@@ -29,6 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# what a command's options pass on to the processes and experiments it starts (see
+# cli.core.apply_device_options); restored when the command returns, so that ``main``
+# called in-process leaves nothing behind for the next call
+_COMMAND_ENV = ("VISEM_DEVICE", "VISEM_PRECISION")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -36,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     quiet = _join_torchrun()
+    saved_env = {k: os.environ.get(k) for k in _COMMAND_ENV}
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, FloatingPointError) as exc:
@@ -48,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if quiet is not None:
             sys.stdout = quiet
+        for k, v in saved_env.items():  # a command's --device / --precision end with it
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _join_torchrun():

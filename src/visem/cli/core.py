@@ -25,6 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("eval", help="evaluate a finished run on its held-out data")
     p.add_argument("run_dir")
+    p.add_argument("--plot", action="store_true",
+                   help="also write R@K-vs-K curves (retrieval runs) or precision-recall curves (MAP runs) "
+                        "to RUN_DIR/curves.png")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("reproduce", help="run a paper reproduction and print its table")
@@ -132,6 +135,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from visem.train.run import eval_run
 
     print(json.dumps(eval_run(args.run_dir), indent=2))
+    if args.plot:
+        from visem.train.curves import plot_run_curves
+
+        out = plot_run_curves(args.run_dir)
+        print(f"curves written to {out}")
     return 0
 
 
@@ -166,15 +174,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     col, rep = res["collection"], res["report"]
     print(f"\n{col['n_images']} images in {col['images']}: {col['n_captioned']} captioned ({col['n_captions']} "
           f"captions); {col['n_heldout']} held out in {col['heldout']}")
+    from visem.cli.search import print_heldout
+    from visem.search.lexical import fusion_label
+
+    c = rep["choice"]
     print(f"method: {rep['method']} ({rep['reason']}); {rep['steps']} steps, built in {rep['seconds']:.0f} s")
+    print(f"chose: {c['text_encoder']} text tower, fusion {fusion_label(c['fusion'])} ({c['how']}: {c['why']})")
     for q, hits in res["searches"].items():
+        if isinstance(hits, str):  # the index could not answer it (a message)
+            print(f"  {q!r}: {hits}")
+            continue
         shown = ", ".join(f"{h['name']} {h['score']:.2f}" + (f" ({h['caption']})" if h["caption"] else "") for h in hits)
         print(f"  {q!r}: {shown}")
+    print(f"added the held-out folder with its tags: index now {res['added']['n_images']} images")
     h = res["heldout"]
     print(f"\nheld-out ({h['n_images']} images never seen in training, {h['n_captions']} captions):")
-    print(f"  image->text R@1/5/10 {h['i2t_r1']:.1f} / {h['i2t_r5']:.1f} / {h['i2t_r10']:.1f}")
-    print(f"  text->image R@1/5/10 {h['t2i_r1']:.1f} / {h['t2i_r5']:.1f} / {h['t2i_r10']:.1f}   rsum {h['rsum']:.1f}")
-    print(f"added the held-out folder: index now {res['added']['n_images']} images")
+    print_heldout(h, indent="  ")
     print(f"\nsearch it:  visem search {res['index']} \"red heart\"")
     print(f"web page:   visem serve {res['index']}   then open http://127.0.0.1:8000/")
     return 0

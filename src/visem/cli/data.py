@@ -44,24 +44,22 @@ def _list(args: argparse.Namespace) -> int:
 def _features(args: argparse.Namespace) -> int:
     from visem import distributed
     from visem.features import compute_features
-    from visem.features.files import process_group_from_env
 
-    with process_group_from_env():  # under torchrun: each rank encodes its share, rank 0 writes and prints
-        res = compute_features(
-            args.name,
-            args.kind,
-            split=args.split,
-            style=args.style,
-            limit=args.limit,
-            image_size=args.image_size,
-            batch_size=args.batch_size,
-            progress=not args.no_progress,
-            force=args.force,
-            out=args.out,
-            workers=args.workers,
-        )
-        main = distributed.is_main()  # asked inside: the process group ends with the block
-    if not main:
+    # under torchrun (the process group is opened by visem.cli.main) each rank encodes its share, rank 0 writes
+    res = compute_features(
+        args.name,
+        args.kind,
+        split=args.split,
+        style=args.style,
+        limit=args.limit,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+        force=args.force,
+        out=args.out,
+        workers=args.workers,
+    )
+    if not distributed.is_main():
         return 0
     a = res.array
     print(f"{args.name} {args.kind}: {a.dtype} {tuple(a.shape)} ({'cached' if res.cached else 'computed'})")

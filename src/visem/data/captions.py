@@ -16,9 +16,15 @@ Problems with single rows or images do not stop loading; they are collected
 in a :class:`LoadReport` and the row is skipped:
 
 ==================  ============================================================
-``malformed``       unparseable line, wrong number of CSV fields, no image field
+``malformed``       unparseable line (a CSV quote left open is reported on its
+                    own line and never swallows the next rows), wrong number of
+                    CSV fields, no image field, a JSONL caption or tag that is
+                    not text
 ``missing_image``   the image file does not exist
-``unreadable``      the image exists but is not a readable image (named)
+``unreadable``      the image exists but does not decode (not an image, or a
+                    truncated file that passes PIL's ``verify``)
+``outside_folder``  with ``confine=True``: an absolute path or a symlink that
+                    resolves outside the image folder
 ``empty_caption``   blank caption and no tags or label (the image itself is kept)
 ``duplicate``       the same (image, caption) pair again
 ``label_conflict``  another row gave the image a different label (first kept)
@@ -168,16 +174,17 @@ def _rows_csv(path: Path, report: LoadReport):
     if cols["image"] is None or cols["caption"] is None:
         raise DataError(f"{path}: header {header} lacks an image column ({'/'.join(_COLUMNS['image'])}) or a caption column ({'/'.join(_COLUMNS['caption'])})")
     index = {name: i for i, name in enumerate(header)}
-    while True:
+    # one row per line: a quoted field left open is an error of its own line, never a field that swallows the
+    # rows after it (captions are one line; a newline inside a caption would be whitespace anyway)
+    for line, raw in enumerate(lines[reader.line_num:], start=reader.line_num + 1):
         try:
-            row = next(reader)
-        except StopIteration:
-            return
+            rows = list(csv.reader([raw], strict=True))
         except csv.Error as exc:
             report.rows_read += 1
-            report.add("malformed", f"not valid CSV ({exc})", reader.line_num, str(path))
+            why = "unterminated quote" if "end of data" in str(exc) else str(exc)
+            report.add("malformed", f"not valid CSV ({why})", line, str(path))
             continue
-        line = reader.line_num
+        row = rows[0] if rows else []
         if not row or all(not c.strip() for c in row):
             continue
         report.rows_read += 1
@@ -204,7 +211,28 @@ def _rows_jsonl(path: Path, report: LoadReport):
             report.add("malformed", "not a JSON object", line, str(path))
             continue
         cols = {role: _column(list(obj), role) for role in _COLUMNS}
-        yield line, {role: (obj.get(c) if c is not None else None) for role, c in cols.items()}
+        rec = {role: (obj.get(c) if c is not None else None) for role, c in cols.items()}
+        bad = _not_text(rec)
+        if bad:
+            report.add("malformed", bad, line, str(path))
+            continue
+        yield line, rec
+
+
+def _not_text(rec: dict) -> str | None:
+    """Why a JSON row's fields are not text (a caption or tags that are numbers, objects, ...), or None."""
+    for role, allow_list in (("image", False), ("caption", True), ("tags", True), ("label", False)):
+        v = rec.get(role)
+        if v is None or isinstance(v, str):
+            continue
+        if role == "label" and isinstance(v, (int, float)) and not isinstance(v, bool):
+            continue
+        if allow_list and isinstance(v, list) and all(isinstance(x, str) for x in v):
+            continue
+        kind = type(v).__name__
+        want = "a string or a list of strings" if allow_list else "a string"
+        return f"{role} must be {want}, got {kind} {json.dumps(v)[:40]}"
+    return None
 
 
 def _readable(path: Path) -> str | None:
@@ -213,6 +241,9 @@ def _readable(path: Path) -> str | None:
     try:
         with Image.open(path) as im:
             im.verify()
+        with Image.open(path) as im:  # verify() does not decode: a truncated JPEG passes it
+            im.draft("RGB", (64, 64))  # JPEG decodes at 1/8 scale here; still reads every byte
+            im.load()
         return None
     except Exception as exc:  # noqa: BLE001
         return f"{type(exc).__name__}: {exc}"
@@ -223,6 +254,7 @@ def load_captions(
     images: str | Path | None = None,
     include_unlisted: bool = True,
     check_images: bool = True,
+    confine: bool = False,
 ) -> CaptionDataset:
     """Read a CSV (``.csv``) or JSON Lines (``.jsonl``, ``.ndjson``, ``.json``) annotation file.
 
@@ -230,8 +262,9 @@ def load_captions(
 
     ``images``: the image folder (default: the annotation file's folder).
     ``include_unlisted``: add images of the folder that no row mentions, as
-    uncaptioned images. ``check_images``: open every image with PIL and report
-    the unreadable ones (they are left out).
+    uncaptioned images. ``check_images``: decode every image with PIL and report
+    the unreadable ones (they are left out). ``confine``: refuse images that
+    resolve outside the image folder (absolute paths, symlinks out of it).
     """
     if annotations is None:  # a folder of images, none captioned
         if images is None:
@@ -286,6 +319,11 @@ def load_captions(
         p = Path(str(img_field).strip())
         p = p if p.is_absolute() else root / p
         name = rel_name(p)
+        if confine and not p.resolve().is_relative_to(root_res):
+            status[name] = "outside_folder"
+            report.add("outside_folder", f"{str(img_field).strip()} resolves outside the image folder {root_res} "
+                       "(absolute path or symlink): refused", line, str(ann))
+            continue
         if name not in status:
             if not p.is_file():
                 status[name] = "missing_image"
@@ -334,6 +372,11 @@ def load_captions(
             if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and (ann is None or p.resolve() != ann.resolve()):
                 name = rel_name(p)
                 if name in status:
+                    continue
+                if confine and not p.resolve().is_relative_to(root_res):
+                    status[name] = "outside_folder"
+                    report.add("outside_folder", f"{p} is a symlink to {p.resolve()}, outside the image folder: "
+                               "refused", None, str(p))
                     continue
                 if check_images and (err := _readable(p)) is not None:
                     status[name] = "unreadable"

@@ -10,7 +10,6 @@ run leaves either the old file or the new one, never half a file.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import os
@@ -19,7 +18,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from visem.io import atomic_path
+from visem.io import atomic_path, atomic_write_json
 
 __all__ = [
     "DataError",
@@ -86,35 +85,18 @@ def reading(path: str | Path, what: str) -> Iterator[None]:
         raise DataError(f"{path}: could not be read as {what} ({type(exc).__name__}: {exc})") from exc
 
 
-@functools.lru_cache(maxsize=1)
-def _umask_mode() -> int:
-    """0o666 minus the umask (read once: os.umask can only be read by setting it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def atomic_save_npz(path: str | Path, **arrays: np.ndarray) -> None:
-    """``np.savez`` (uncompressed) to ``path`` atomically, with ordinary file permissions."""
+    """``np.savez`` (uncompressed) to ``path`` through :func:`visem.io.atomic_path`."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
-        os.chmod(tmp, _umask_mode())
 
 
 def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:
-    """``np.save`` to ``path`` atomically (no ``.npy`` suffix is added)."""
+    """``np.save`` to ``path`` through :func:`visem.io.atomic_path` (no ``.npy`` suffix is added)."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, np.asarray(array), allow_pickle=False)
-        os.chmod(tmp, _umask_mode())
-
-
-def atomic_write_json(path: str | Path, data: Any) -> None:
-    """JSON to ``path`` atomically, with ordinary file permissions."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        os.chmod(tmp, _umask_mode())
 
 
 def sha256_bytes(data: bytes | memoryview) -> str:

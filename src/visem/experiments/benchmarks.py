@@ -14,8 +14,8 @@
 
 ``retrieval-precomp`` (seed 003 protocol, ``--data`` = a VSE++ / SCAN
 precomp folder)
-    VSE++ and, when the features are regions, SCAN and A3VSE, at ``full`` and
-    the sparse settings of seed 003
+    VSE++ and DPC and, when the features are regions, SCAN, A3VSE and DAN, at
+    ``full`` and the sparse settings of seed 003
     (:func:`visem.experiments.retrieval.sparse_grid`); evaluated on
     ``testall`` (else ``test``) with the COCO 1K 5-fold and 5K protocols when
     it has 5,000 images, the 1K protocol when it has 1,000 (Flickr30K). Rows
@@ -41,7 +41,7 @@ from visem.config import merge
 from visem.data.paths import DataError
 from visem.experiments import register_experiment
 from visem.experiments.retrieval import Budget, Corpus
-from visem.experiments.sparse import SPARSE_MODELS, EvalProtocol, sparse_grid
+from visem.experiments.sparse import DPC_LR_DECAY_AT, POOLED_MODELS, RETRIEVAL_MODELS, EvalProtocol, sparse_grid
 from visem.experiments.zscmr import (CMR_DEFAULTS, CMR_QUICK, _SEED004, CMRSplit, make_cmr_split, run_cmr_models,
                                     runs_from_settings, split_summary, standardize_cmr)
 from visem.experiments.zsl import (_GRID_AXES, _ZSL_RUNS, ZSLSplit, model_settings, run_zsl_models, standardize_zsl,
@@ -497,12 +497,16 @@ def nearest_caption_pseudo(corpus: Corpus) -> Callable[[np.ndarray, np.ndarray],
 #: Flickr30K), the reference code's schedule (2e-4, cut by 10 halfway: VSE++ and SCAN train 30 epochs with
 #: lr_update 15), the model selected by rsum on ``dev`` (its first ``val_images``) when the folder has one.
 #: Cut for a CPU: 500 steps at batch 128 on a seeded 10,000 of the training images, regions PCA-reduced to 256
-#: before the trainable projection. Raise any of it with --set (docs/retrieval.md).
+#: before the trainable projection. DPC: its own schedule (stage II from 80% of training, the rate cut by 10 for
+#: stage II's last third, as its code's 240 + 40 + 20 epochs), a 1024-d joint space and one bottleneck block per
+#: stage of its text CNN (the paper's: --set model.dpc.embed_dim=2048 --set 'model.dpc.text_channels=[256,512,
+#: 1024,2048]' --set 'model.dpc.text_blocks=[3,4,6,1]'). DAN: the paper's sizes (512-d, K = 2, margin 100).
+#: Raise any of it with --set (docs/retrieval.md).
 PRECOMP_DEFAULTS: dict[str, Any] = {
     "seeds": 5,
     "workers": None,
     "settings": "all",
-    "models": list(SPARSE_MODELS),
+    "models": list(RETRIEVAL_MODELS),
     "max_train_images": 10_000,
     "region_dim": 256,
     "val_images": 1000,
@@ -510,17 +514,25 @@ PRECOMP_DEFAULTS: dict[str, Any] = {
     "grad_clip": 2.0,
     "lr_decay_at": 0.5,
     "max_len": 0,
-    "train": {m: {"steps": 500, "batch_size": 128, "lr": 2e-4, "weight_decay": 0.0} for m in SPARSE_MODELS},
+    "train": {**{m: {"steps": 500, "batch_size": 128, "lr": 2e-4, "weight_decay": 0.0} for m in RETRIEVAL_MODELS},
+              "dpc": {"steps": 500, "batch_size": 128, "lr": 2e-4, "weight_decay": 0.0,
+                      "lr_decay_at": DPC_LR_DECAY_AT}},
     "model": {"vsepp": {"embed_dim": 1024, "word_dim": 300},
               "scan-xattn": {"embed_dim": 1024, "word_dim": 300, "eval_block": 64},
-              "a3vse": {"embed_dim": 512, "word_dim": 300, "disc_hidden": 512}},
+              "a3vse": {"embed_dim": 512, "word_dim": 300, "disc_hidden": 512},
+              "dpc": {"embed_dim": 1024, "word_dim": 300, "text_channels": [128, 256, 512, 1024],
+                      "text_blocks": [1, 1, 1, 1]},
+              "dan": {"word_dim": 300, "hidden_dim": 512, "margin": 100.0}},
 }
 PRECOMP_QUICK: dict[str, Any] = {
     "seeds": 2, "workers": 1, "settings": ["sparse-10-1", "full"], "max_train_images": 2000, "region_dim": 32,
     "val_images": 50, "validate_every": 20,
-    "train": {m: {"steps": 60, "batch_size": 16, "lr": 2e-3} for m in SPARSE_MODELS},
+    "train": {m: {"steps": 60, "batch_size": 16, "lr": 2e-3} for m in RETRIEVAL_MODELS},
     "model": {"vsepp": {"embed_dim": 32, "word_dim": 16}, "scan-xattn": {"embed_dim": 32, "word_dim": 16},
-              "a3vse": {"embed_dim": 32, "word_dim": 16, "disc_hidden": 32, "heads": 2}},
+              "a3vse": {"embed_dim": 32, "word_dim": 16, "disc_hidden": 32, "heads": 2},
+              "dpc": {"embed_dim": 32, "word_dim": 16, "text_len": 16, "text_channels": [16, 16, 32, 32],
+                      "text_blocks": [1, 1, 1, 1]},
+              "dan": {"word_dim": 16, "hidden_dim": 32, "margin": 6.25}},
 }
 
 
@@ -541,24 +553,25 @@ def _precomp_job(inputs: str, out_dir: str, seed: int, setting: str, s: dict[str
     return cached_json(Path(out_dir) / f"seed{seed}" / setting / "result.json", run)
 
 
-@register_experiment("retrieval-precomp", description="VSE++, SCAN and A3VSE, full and sparse (seed 003 grid), "
-                     "on VSE++/SCAN precomp features: COCO 1K (5-fold) + 5K or Flickr30K 1K",
-                     paper="seed 003 Tables 1-2 protocol", data="required", data_layout=PRECOMP_LAYOUT)
+@register_experiment("retrieval-precomp", description="VSE++, SCAN, A3VSE, DPC and DAN, full and sparse (seed 003 "
+                     "grid), on VSE++/SCAN precomp features: COCO 1K (5-fold) + 5K or Flickr30K 1K",
+                     paper="seed 003 Tables 1-4 protocol", data="required", data_layout=PRECOMP_LAYOUT)
 def run_retrieval_precomp(out_dir: Path, quick: bool = False, seed: int = 0, progress: bool = False,
                           data: Path | None = None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     from visem.config import merge
     from visem.experiments import settings as resolve_settings
     from visem.experiments.parallel import run_parallel
     from visem.experiments.retrieval import aggregate, mean_shares, save_corpus
-    from visem.experiments.sparse import setting_list, setting_name
+    from visem.experiments.sparse import model_list, setting_list, setting_name
 
     s = resolve_settings(merge(PRECOMP_DEFAULTS, PRECOMP_QUICK) if quick else PRECOMP_DEFAULTS, overrides,
                          "retrieval-precomp")
     s["settings"] = [setting_name(*t) for t in setting_list(s["settings"])]
+    s["models"] = model_list(s["models"])
     corpus, train_rows, protocols, info = load_precomp_corpus(data, seed=seed, max_train_images=s["max_train_images"],
                                                               region_dim=s["region_dim"], val_images=s["val_images"])
     if corpus.grid is None:
-        s["models"] = [m for m in s["models"] if m == "vsepp"]
+        s["models"] = [m for m in s["models"] if m in POOLED_MODELS]
     val_rows = np.flatnonzero(corpus.domain == "val")
     inputs = save_corpus(corpus, Path(out_dir) / "inputs")
     seeds = [seed + i for i in range(int(s["seeds"]))]
@@ -586,9 +599,17 @@ def run_retrieval_precomp(out_dir: Path, quick: bool = False, seed: int = 0, pro
 
 
 def _precomp_paper_rows(name: str, protocols: list[EvalProtocol]) -> list[dict[str, Any]]:
-    """Seed 003's Flickr30K 1K rows, keyed to this run's 1K protocol when the data is Flickr30K (else as published)."""
+    """Seed 003's rows, keyed to this run's protocol where the data is the paper's (else as published).
+
+    Flickr30K 1K rows (Tables 1, 2, 5) go to the 1K protocol of a Flickr30K
+    folder, MS-COCO 5K rows (Table 4) to the 5K protocol of a COCO folder.
+    """
     from visem.experiments.sparse import _seed003_rows
 
-    f30k = name.lower() in ("f30k", "flickr30k", "flickr")
-    key = next((p.dataset for p in protocols if p.dataset.endswith(" 1K")), None)
-    return [dict(r, dataset=key) if f30k and key and r["dataset"] == "Flickr30K 1K" else r for r in _seed003_rows()]
+    lower = name.lower()
+    keys = {}
+    if lower in ("f30k", "flickr30k", "flickr"):
+        keys["Flickr30K 1K"] = next((p.dataset for p in protocols if p.dataset.endswith(" 1K")), None)
+    if lower in ("coco", "mscoco", "ms-coco"):
+        keys["MS-COCO 5K"] = next((p.dataset for p in protocols if p.dataset.endswith(" 5K")), None)
+    return [dict(r, dataset=keys[r["dataset"]]) if keys.get(r["dataset"]) else r for r in _seed003_rows()]

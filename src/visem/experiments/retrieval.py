@@ -258,6 +258,10 @@ def load_corpus(folder: Path) -> Corpus:
 class Budget:
     """Steps, batch sizes, learning rates and model overrides of one experiment run, per model key.
 
+    The learning rate is cut by 10 at ``lr_decay_at`` of each model's
+    training, or at ``train.MODEL.lr_decay_at`` where a model's schedule
+    puts it elsewhere (``model_lr_decay_at``: DPC's two stages).
+
     ``val_fraction > 0`` with ``validate_every > 0``: a validation split of
     the training concepts selects each model by its rsum every
     ``validate_every`` steps (seed 003 Sec. 4.3); otherwise the model of the
@@ -276,6 +280,7 @@ class Budget:
     grid_pca: int | None = None  # project grid regions onto this many principal components (fit on training images)
     grad_clip: float | None = 2.0
     lr_decay_at: float = 2 / 3  # the rate is cut by 10 from this fraction of training on
+    model_lr_decay_at: dict[str, float] = field(default_factory=dict)  # per model (train.MODEL.lr_decay_at)
     max_len: int = 30  # captions are cut to this many tokens
     log_every: int = 50
     progress: bool = False
@@ -290,6 +295,7 @@ class Budget:
                    batch_size={m: int(t["batch_size"]) for m, t in train.items()},
                    lr={m: float(t["lr"]) for m, t in train.items()},
                    weight_decay={m: float(t.get("weight_decay", 0.0)) for m, t in train.items()},
+                   model_lr_decay_at={m: float(t["lr_decay_at"]) for m, t in train.items() if "lr_decay_at" in t},
                    model={m: dict(v) for m, v in s.get("model", {}).items()},
                    progress=progress, **{k: s[k] for k in keys if k in s})
 
@@ -304,9 +310,10 @@ def train_model(model, sampler, budget: Budget, key: str, run_dir: Path, seed: i
     before and after training.
     """
     steps = budget.steps[key]
+    decay_at = budget.model_lr_decay_at.get(key, budget.lr_decay_at)
     cfg = TrainConfig(steps=steps, batch_size=budget.batch_size[key], lr=budget.lr[key],
                       weight_decay=budget.weight_decay.get(key, 0.0),
-                      lr_decay_step=max(1, int(steps * budget.lr_decay_at)), lr_decay=0.1, grad_clip=budget.grad_clip,
+                      lr_decay_step=max(1, int(steps * decay_at)), lr_decay=0.1, grad_clip=budget.grad_clip,
                       seed=seed, log_every=min(budget.log_every, steps), checkpoint_every=steps,
                       progress=budget.progress)
     select = None

@@ -26,16 +26,15 @@ them.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["FileScan", "default_workers", "extract_files", "process_group_from_env"]
+__all__ = ["FileScan", "default_workers", "extract_files"]
 
 
 @dataclass
@@ -93,27 +92,6 @@ class _Files:
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             return i, None, None, f"{self.paths[i]}: not a readable image ({type(exc).__name__}: {exc})"
         return i, key, arr, None
-
-
-@contextlib.contextmanager
-def process_group_from_env() -> Iterator[None]:
-    """Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) a gloo process group for the block, else nothing.
-
-    Feature extraction only needs a barrier and an exchange of small Python
-    objects, which gloo does on any machine (the images go through the
-    store's files, not the process group). A group someone else already
-    initialised (the trainer's) is used as it is and left open.
-    """
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
-        yield
-        return
-    dist.init_process_group(backend="gloo")
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
 
 
 def _collate(items):

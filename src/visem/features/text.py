@@ -1,6 +1,7 @@
 """Text features: a word tokenizer and vocabulary, GloVe word vectors, MiniLM sentence vectors.
 
-* :func:`tokenize` - lowercase words; hyphenated words stay whole
+* :func:`tokenize` - lowercase words of any script, accents kept
+  (:mod:`visem.features.tokenize`); hyphenated words stay whole
   (``t-shirt``), English clitics split the way GloVe's corpus was tokenised
   (``don't`` -> ``do n't``), other punctuation dropped.
 * :class:`Vocabulary` - for word-sequence models (the convolutional text
@@ -32,6 +33,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from visem.data.paths import DataError, reading
+from visem.features.tokenize import tokenize
 
 __all__ = [
     "tokenize",
@@ -47,22 +49,6 @@ __all__ = [
     "minilm_path",
     "encode_sentences",
 ]
-
-_TOKEN = re.compile(r"n't|'(?:s|re|ve|ll|d|m)\b|[a-z0-9]+(?:[-'.][a-z0-9]+)*", re.IGNORECASE)
-_CLITIC = re.compile(r"^(.+?)(n't|'s|'re|'ve|'ll|'d|'m)$")
-
-
-def tokenize(text: str) -> list[str]:
-    """Lowercase word tokens; ``"A T-shirt, don't!"`` -> ``['a', 't-shirt', 'do', "n't"]``."""
-    out: list[str] = []
-    for tok in _TOKEN.findall(text.lower().replace("\u2019", "'")):
-        m = _CLITIC.match(tok)
-        if m and m.group(1) not in ("", "n"):
-            out.extend([m.group(1), m.group(2)])
-        else:
-            out.append(tok)
-    return out
-
 
 # -------------------------------------------------------------- vocabulary
 @dataclass

@@ -51,7 +51,14 @@ domain classifier shape, the paper does not say; ``disc_hidden=0`` makes
 them linear) acting on the L2-normalised instance embeddings, and ``H``
 defaults to 512 as in the paper.
 
-Batches: ``pair.image`` ``(B, N, image_dim)``, ``pair.text`` ``(B, L)`` ids,
+``text_encoder="minilm"`` (not in the paper) takes the caption's token
+states from all-MiniLM-L6-v2 instead of the LSTM, projected to ``H`` and
+pooled by the same K-head attention of Eq. 1
+(:mod:`visem.models.pretrained_text`).
+
+Batches: ``pair.image`` ``(B, N, image_dim)`` (or ``(B, image_dim)``, one
+pooled feature per image taken as a single region: the attention over one
+region is the identity, so the image side is a linear projection),, ``pair.text`` ``(B, L)`` ids,
 ``pseudo.image`` ``(B', N, image_dim)``, ``pseudo.text`` ``(B', L')`` ids.
 """
 
@@ -67,7 +74,7 @@ from torch import Tensor, nn
 from visem.losses import grad_reverse, grl_schedule
 from visem.models.base import Objective, batch_ranking_loss
 from visem.models.registry import register_model
-from visem.models.text import RNNTextEncoder, check_ids, token_mask
+from visem.models.text import check_text, recurrent_or_pretrained, text_token_mask
 from visem.models.vsepp import TokenRetrievalModel, check_features, random_token_ids
 
 # discriminator name -> (domain a, domain b, weight field, group)
@@ -110,6 +117,8 @@ class A3VSEConfig:
     trans: bool = True
     n_regions: int = 6  # regions per image in example_batch (data may have any number)
     max_len: int = 10  # caption length in example_batch
+    text_encoder: str = "gru"  # "gru": the rnn above; "minilm": MiniLM token states + projection, then Eq. 1
+    text_lr: float = 0.0  # > 0: fine-tune MiniLM at this learning rate; 0: frozen
 
 
 class ContextAttention(nn.Module):
@@ -170,21 +179,22 @@ class A3VSE(TokenRetrievalModel):
     def __init__(self, config: A3VSEConfig) -> None:
         super().__init__(config)
         c = config
-        if c.vocab_size is None:
+        if c.vocab_size is None and c.text_encoder != "minilm":
             raise ValueError("a3vse needs vocab_size")
         if not 0.0 <= c.beta <= 1.0:
             raise ValueError(f"beta must be in [0, 1], got {c.beta}")
         if c.disc_hidden < 0:
             raise ValueError(f"disc_hidden must be >= 0 (0 = linear discriminators), got {c.disc_hidden}")
         self.region_proj = nn.Linear(c.image_dim, c.embed_dim)
-        self.text_encoder = RNNTextEncoder(c.vocab_size, c.word_dim, c.embed_dim, rnn=c.rnn)
+        self.text_encoder = recurrent_or_pretrained(c, c.embed_dim, rnn=c.rnn)
         if c.attention:
             self.img_attn = ContextAttention(c.embed_dim, c.heads, c.attn_temperature)
             self.txt_attn = ContextAttention(c.embed_dim, c.heads, c.attn_temperature)
         out_dim = c.embed_dim * (c.heads if c.attention else 1)
         self.discriminators = nn.ModuleDict({name: self._discriminator(out_dim) for name in self.active_discriminators()})
-        for mod in self.modules():  # Xavier initialisation (Sec. 4.3)
-            if isinstance(mod, nn.Linear):
+        pretrained = {id(m) for m in getattr(self.text_encoder, "backbone", nn.Identity()).modules()}
+        for mod in self.modules():  # Xavier initialisation (Sec. 4.3), not of a pretrained text tower
+            if isinstance(mod, nn.Linear) and id(mod) not in pretrained:
                 nn.init.xavier_uniform_(mod.weight)
                 if mod.bias is not None:
                     nn.init.zeros_(mod.bias)
@@ -214,6 +224,8 @@ class A3VSE(TokenRetrievalModel):
 
     # -- encoders G^v, G^t ------------------------------------------------
     def embed_image(self, image: Tensor) -> Tensor:
+        if isinstance(image, Tensor) and image.dim() == 2:  # one pooled feature per image: a single region
+            image = image.unsqueeze(1)
         check_features("image", image, self.config.image_dim, ndim=3)
         x = self.region_proj(image)
         mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
@@ -221,9 +233,9 @@ class A3VSE(TokenRetrievalModel):
         return F.normalize(pooled, dim=-1)
 
     def embed_text(self, text: Tensor) -> Tensor:
-        check_ids("text", text, self.config.vocab_size)
+        check_text("text", text, self.config)
         out, _ = self.text_encoder(text)
-        mask = token_mask(text)[:, : out.shape[1]]
+        mask = text_token_mask(text)[:, : out.shape[1]]
         pooled = self.txt_attn(out, mask) if self.config.attention else mean_pool(out, mask)
         return F.normalize(pooled, dim=-1)
 

@@ -20,6 +20,8 @@ from visem.models.base import EmbeddingModel
 MODEL_MODULES = ("visem.models.linear", "visem.models.vsepp", "visem.models.vsa", "visem.models.a3vse", "visem.models.scan_xattn", "visem.models.zeroshot", "visem.models.lcale", "visem.models.cada_vae", "visem.models.dcca", "visem.models.pse",
                  # zero-shot cross-modal baselines of seed 004 Table 2
                  "visem.models.deepsm", "visem.models.acmr", "visem.models.dual_gan",
+                 # image-text retrieval baselines of seed 003 Tables 2 and 4
+                 "visem.models.dpc", "visem.models.dan",
                  # zero-shot sketch-based image retrieval (seed 004 Table 3; LCALE's sketch variant lives in visem.models.lcale)
                  "visem.models.gn_triplet", "visem.models.frwgan", "visem.models.gdh", "visem.models.zsih",
                  "visem.models.zs_sbir", "visem.models.sem_pcyc")

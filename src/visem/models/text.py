@@ -267,3 +267,55 @@ class ConvTextAutoEncoder(nn.Module):
     def reconstruct(self, ids: Tensor) -> Tensor:
         """``(B, T0)`` most likely word ids of the reconstruction of ``ids``."""
         return self.word_logits(self.decode(self.encode(ids))).argmax(dim=-1)
+
+
+# --------------------------------------------------------------------------
+# choosing the text tower (``text_encoder`` of the retrieval models)
+# --------------------------------------------------------------------------
+#: ``gru``: the model's own word-level encoder learned from GloVe-initialised word embeddings (VSE++'s GRU,
+#: A3VSE's ``rnn``, VSA's convolutional auto-encoder); ``minilm``: all-MiniLM-L6-v2 with a trained projection
+#: (:mod:`visem.models.pretrained_text`).
+TEXT_ENCODERS = ("gru", "minilm")
+
+
+def check_text_encoder(config) -> None:
+    """Validate ``config.text_encoder`` / ``config.text_lr`` of a retrieval model's config."""
+    if config.text_encoder not in TEXT_ENCODERS:
+        raise ValueError(f"text_encoder must be one of {', '.join(TEXT_ENCODERS)}, got {config.text_encoder!r}")
+    if config.text_lr < 0:
+        raise ValueError(f"text_lr must be >= 0 (0 = MiniLM frozen), got {config.text_lr}")
+    if config.text_lr > 0 and config.text_encoder != "minilm":
+        raise ValueError("text_lr fine-tunes the pretrained text tower: it needs text_encoder='minilm'")
+
+
+def recurrent_or_pretrained(config, hidden_dim: int, rnn: str = "gru", bidirectional: bool = False) -> nn.Module:
+    """The text tower a config asks for: :class:`RNNTextEncoder` or :class:`~visem.models.pretrained_text.MiniLMTextEncoder`.
+
+    Both return ``(outputs (B, L, hidden_dim), last (B, hidden_dim))``.
+    """
+    check_text_encoder(config)
+    if config.text_encoder == "minilm":
+        from visem.models.pretrained_text import MiniLMTextEncoder
+
+        return MiniLMTextEncoder(hidden_dim, finetune=config.text_lr > 0)
+    return RNNTextEncoder(config.vocab_size, config.word_dim, hidden_dim, rnn=rnn, bidirectional=bidirectional)
+
+
+def check_text(name: str, text: Tensor, config) -> Tensor:
+    """Token ids below ``vocab_size``, or (MiniLM tower) precomputed ``(B, L, 384)`` states."""
+    if getattr(config, "text_encoder", "gru") == "minilm":
+        if isinstance(text, Tensor) and text.is_floating_point():
+            return text
+        from visem.models.pretrained_text import MINILM_VOCAB
+
+        return check_ids(name, text, MINILM_VOCAB)
+    return check_ids(name, text, config.vocab_size)
+
+
+def text_token_mask(text: Tensor) -> Tensor:
+    """``(B, L)`` real-token mask of token ids (:func:`token_mask`) or of precomputed states (non-zero rows)."""
+    if text.is_floating_point():
+        m = text.abs().sum(-1) > 0
+        m[:, 0] = True
+        return m
+    return token_mask(text)

@@ -45,6 +45,14 @@ Choices where the paper is vague (documented in ``docs/retrieval.md``):
   captions padded or cut to ``max_len = 30`` tokens (``T(0)``; Eq. 1 gives
   ``30 -> 14 -> 6 -> 1``).
 
+``text_encoder="minilm"`` (not in the paper): the textual encoder is
+all-MiniLM-L6-v2 with a trained linear projection of its sentence vector to
+the ``hidden_dim`` code (:mod:`visem.models.pretrained_text`). A word-level
+decoder (Eq. 2-3) has no vocabulary of its own there, so the textual
+auto-encoder reconstructs MiniLM's 384-d sentence vector through a linear
+decoder with the squared error, the form of the visual auto-encoder
+(Eq. 5-6); the other terms are unchanged.
+
 Batches: ``src.image`` ``(B, image_dim)``, ``src.text`` ``(B, L)`` token ids
 (row-aligned pairs), ``tgt.image`` and ``tgt.text`` (unpaired, any sizes), as
 :class:`visem.train.MultiSampler` names them.
@@ -63,7 +71,7 @@ from visem.distributed import batch_sum, gather
 from visem.losses import mmd
 from visem.models.base import Objective, batch_ranking_loss
 from visem.models.registry import register_model
-from visem.models.text import ConvTextAutoEncoder, check_ids
+from visem.models.text import ConvTextAutoEncoder, check_text, check_text_encoder
 from visem.models.vsepp import TokenRetrievalModel, check_features, random_token_ids
 
 
@@ -85,6 +93,8 @@ class VSAConfig:
     mmd_weight: float = 1.0
     img_rec_weight: float = 1.0
     txt_rec_weight: float = 1.0
+    text_encoder: str = "gru"  # "gru": the conv auto-encoder of Eq. 1-3; "minilm": see the module docstring
+    text_lr: float = 0.0  # > 0: fine-tune MiniLM at this learning rate; 0: frozen
 
 
 class VSABase(TokenRetrievalModel):
@@ -96,17 +106,26 @@ class VSABase(TokenRetrievalModel):
 
     def __init__(self, config: VSAConfig) -> None:
         super().__init__(config)
-        if config.vocab_size is None:
+        check_text_encoder(config)
+        self.pretrained_text = config.text_encoder == "minilm"
+        if config.vocab_size is None and not self.pretrained_text:
             raise ValueError(f"{type(self).__name__} needs vocab_size")
         self.img_enc = nn.Linear(config.image_dim, config.hidden_dim)
         self.img_dec = nn.Linear(config.hidden_dim, config.image_dim) if self.use_decoders else None
-        self.text_ae = ConvTextAutoEncoder(
-            config.vocab_size, config.word_dim, config.max_len, config.hidden_dim, config.channels,
-            config.filter_size, config.strides, config.temperature, decoder=self.use_decoders,
-        )
+        if self.pretrained_text:
+            from visem.models.pretrained_text import MINILM_DIM, MiniLMTextEncoder
+
+            self.text_tower = MiniLMTextEncoder(config.hidden_dim, finetune=config.text_lr > 0)
+            self.text_dec = nn.Linear(config.hidden_dim, MINILM_DIM) if self.use_decoders else None
+        else:
+            self.text_ae = ConvTextAutoEncoder(
+                config.vocab_size, config.word_dim, config.max_len, config.hidden_dim, config.channels,
+                config.filter_size, config.strides, config.temperature, decoder=self.use_decoders,
+            )
 
     def load_word_vectors(self, table: Tensor) -> None:
-        self.text_ae.load_word_vectors(table)
+        if not self.pretrained_text:
+            self.text_ae.load_word_vectors(table)
 
     # -- codes ------------------------------------------------------------
     def image_code(self, image: Tensor) -> Tensor:
@@ -115,7 +134,16 @@ class VSABase(TokenRetrievalModel):
         return torch.tanh(self.img_enc(image))
 
     def text_code(self, text: Tensor) -> Tensor:
-        return self.text_ae.encode(check_ids("text", text, self.config.vocab_size))
+        text = check_text("text", text, self.config)
+        if self.pretrained_text:
+            return self.text_tower(text)[1]
+        return self.text_ae.encode(text)
+
+    def text_reconstruction(self, text: Tensor, h: Tensor) -> Tensor:
+        """Eq. 3 per caption (``(B,)``), or with MiniLM the squared error of the decoded sentence vector."""
+        if self.pretrained_text:
+            return (self.text_dec(h) - self.text_tower.sentence(text)).pow(2).sum(dim=-1)
+        return self.text_ae.reconstruction_loss(text, h)
 
     def embed_image(self, image: Tensor) -> Tensor:
         return F.normalize(self.image_code(image), dim=-1)
@@ -145,23 +173,27 @@ class VSABase(TokenRetrievalModel):
         if self.use_decoders:
             terms["rec_image"] = red(self.image_reconstruction(batch["src.image"], hi_s)) + \
                 red(self.image_reconstruction(batch["tgt.image"], hi_t))
-            terms["rec_text"] = red(self.text_ae.reconstruction_loss(batch["src.text"], hc_s)) + \
-                red(self.text_ae.reconstruction_loss(batch["tgt.text"], hc_t))
+            terms["rec_text"] = red(self.text_reconstruction(batch["src.text"], hc_s)) + \
+                red(self.text_reconstruction(batch["tgt.text"], hc_t))
             weights["rec_image"] = c.img_rec_weight
             weights["rec_text"] = c.txt_rec_weight
         return Objective(terms, weights)
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         """The image encoder, the word embeddings and the conv text encoder (not the decoders)."""
+        if self.pretrained_text:
+            return [*self.img_enc.parameters(), *self.text_tower.proj.parameters(),
+                    *self.text_tower.backbone_parameters()]
         return [*self.img_enc.parameters(), *self.text_ae.embed.parameters(),
                 *self.text_ae.encoder_layers.parameters()]
 
     @torch.no_grad()
     def reconstruct_text(self, text: Tensor) -> Tensor:
         """``(B, max_len)`` word ids decoded from the codes of ``text`` (Sec. 4.5)."""
-        if not self.use_decoders:
-            raise ValueError(f"{self.registry_name} has no decoders and cannot reconstruct text")
-        return self.text_ae.reconstruct(check_ids("text", text, self.config.vocab_size))
+        if not self.use_decoders or self.pretrained_text:
+            raise ValueError(f"{self.registry_name} has no word decoder (no decoders, or a MiniLM text tower) "
+                             "and cannot reconstruct text")
+        return self.text_ae.reconstruct(check_text("text", text, self.config))
 
     def example_batch(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
         c = self.config

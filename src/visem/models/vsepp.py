@@ -14,7 +14,10 @@ Choices: the hinge is summed over the batch (``reduction="sum"``), as VSE++'s
 mere rescaling. The word dimension defaults to 50 (GloVe 50d initialisation;
 VSE++ learns 300-d embeddings from U(-0.1, 0.1), ``word_dim=300,
 glove=False`` in the precomp experiment) and the joint space to 1024 as in
-VSE++.
+VSE++. ``text_encoder="minilm"`` replaces the GRU by all-MiniLM-L6-v2 and a
+trained projection of its sentence vector
+(:mod:`visem.models.pretrained_text`; not in the paper: an open vocabulary
+for search indexes built from few captions).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from torch import Tensor, nn
 
 from visem.models.base import PairRankingLoss, RetrievalModel
 from visem.models.registry import register_model
-from visem.models.text import RNNTextEncoder, check_ids
+from visem.models.text import check_text, recurrent_or_pretrained
 from visem.metrics import retrieval_recall
 
 
@@ -61,6 +64,19 @@ class TokenRetrievalModel(RetrievalModel):
     region_features: bool = False
     eval_chunk: int = 512
 
+    def make_optimizers(self, lr: float, weight_decay: float = 0.0) -> list[torch.optim.Optimizer]:
+        """One Adam; a fine-tuned pretrained text tower (``text_lr > 0``) gets its own learning rate."""
+        from visem.models.base import adam
+        from visem.models.pretrained_text import MiniLMTextEncoder
+
+        tower = [p for m in self.modules() if isinstance(m, MiniLMTextEncoder) for p in m.backbone_parameters()]
+        if not tower:
+            return super().make_optimizers(lr, weight_decay)
+        ids = {id(p) for p in tower}
+        rest = [p for p in self.parameters() if id(p) not in ids]
+        return [adam([{"params": rest}, {"params": tower, "lr": self.config.text_lr}], lr=lr,
+                     weight_decay=weight_decay)]
+
     @torch.no_grad()
     def evaluate(self, data: Mapping[str, Tensor]) -> dict[str, float]:
         was_training = self.training
@@ -83,6 +99,8 @@ class VSEPPConfig:
     hardest: bool = True
     reduction: str = "sum"  # of the hinge over the batch: "sum" (VSE++'s code) or "mean"
     max_len: int = 12  # length of example_batch captions (data may use any length)
+    text_encoder: str = "gru"  # or "minilm": all-MiniLM-L6-v2 + trained projection (visem.models.pretrained_text)
+    text_lr: float = 0.0  # > 0: fine-tune MiniLM at this learning rate; 0: frozen
 
 
 @register_model("vsepp", config=VSEPPConfig, family="retrieval", paper="Faghri et al. 2018 (VSE++), baseline of seeds 001 and 003")
@@ -91,10 +109,10 @@ class VSEPP(PairRankingLoss, TokenRetrievalModel):
 
     def __init__(self, config: VSEPPConfig) -> None:
         super().__init__(config)
-        if config.vocab_size is None:
+        if config.vocab_size is None and config.text_encoder != "minilm":
             raise ValueError("vsepp needs vocab_size (set model.vocab_size or train on data with a vocabulary)")
         self.img_proj = nn.Linear(config.image_dim, config.embed_dim)
-        self.text_encoder = RNNTextEncoder(config.vocab_size, config.word_dim, config.embed_dim, rnn="gru")
+        self.text_encoder = recurrent_or_pretrained(config, config.embed_dim, rnn="gru")
         # VSE++ initialises the image FC with Xavier-uniform scaled to the fan sizes
         r = (6.0 / (config.image_dim + config.embed_dim)) ** 0.5
         nn.init.uniform_(self.img_proj.weight, -r, r)
@@ -108,7 +126,7 @@ class VSEPP(PairRankingLoss, TokenRetrievalModel):
         return F.normalize(self.img_proj(image), dim=-1)
 
     def embed_text(self, text: Tensor) -> Tensor:
-        check_ids("text", text, self.config.vocab_size)
+        check_text("text", text, self.config)
         _, last = self.text_encoder(text)
         return F.normalize(last, dim=-1)
 

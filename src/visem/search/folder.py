@@ -17,6 +17,11 @@ a mix):
                                    norm (memory-mapped when opened)
 ``vectors.<g>.faiss``              their faiss index (IVF kinds; none for
                                    exact search, which reads the embeddings)
+``lexical.<g>.json``               their documents for word matches (BM25;
+                                   :mod:`visem.search.lexical`)
+``raw.<g>.npy``                    their raw pooled image features, unit
+                                   norm, float16 (image-to-image search;
+                                   :mod:`visem.search.image_space`)
 ``vectors.codec.faiss``            the trained, empty faiss index later
                                    generations are indexed with
 ``captions.json``                  the training captions and their image ids
@@ -26,7 +31,7 @@ a mix):
 
 **Generations.** The build writes generation 0. Each
 :meth:`visem.search.SearchIndex.add_images` writes the next generation's
-three files, holding only the new images, and then replaces the manifest:
+files, holding only the new images, and then replaces the manifest:
 nothing already written is copied or rewritten, so adding 1,000 images
 costs time and memory proportional to the 1,000 (plus reading the
 manifest). Image ids run through the generations in order: generation
@@ -55,8 +60,8 @@ import numpy as np
 
 from visem.search.types import IndexFileError
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "READABLE_VERSIONS", "codec_file", "gen_files", "open_rows",
-           "read_manifest", "require_file", "stored_manifest", "vector_file", "write_embeddings"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "READABLE_VERSIONS", "GenerationRows", "codec_file", "gen_files",
+           "open_rows", "read_manifest", "require_file", "stored_manifest", "vector_file", "write_embeddings"]
 
 FORMAT = "visem-index"
 FORMAT_VERSION = 2
@@ -169,3 +174,35 @@ def write_embeddings(path: Path, blocks: Any, n: int, dim: int) -> None:
 def open_rows(path: Path) -> np.ndarray:
     """The embeddings ``.npy`` at ``path``, memory-mapped read-only."""
     return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+class GenerationRows:
+    """(N, D) row access across the generations' memory maps: ``rows[ids]`` reads just those rows, as float32.
+
+    ``ids`` is an integer array (or list) of ids ``0 .. N - 1`` running
+    through the generations in order; each generation's rows are read in
+    ascending order (sequential reads of its memory map).
+    """
+
+    def __init__(self, parts: list[Any]):
+        self.parts = list(parts)
+        self.offsets = np.cumsum([0] + [int(p.shape[0]) for p in self.parts])
+        self.dim = int(self.parts[0].shape[1]) if self.parts else 0
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, ids: Any) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        out = np.empty((len(ids), self.dim), np.float32)
+        gen = np.searchsorted(self.offsets, ids, side="right") - 1
+        for g in np.unique(gen).tolist():
+            sel = np.flatnonzero(gen == g)
+            local = ids[sel] - self.offsets[g]
+            order = np.argsort(local, kind="stable")  # ascending reads of the memory map
+            out[sel[order]] = self.parts[g][local[order]]
+        return out
+
+    def whole(self) -> np.ndarray:
+        """Every row: the memory map of a one-generation index, else a copy in memory."""
+        return self.parts[0] if len(self.parts) == 1 else np.concatenate(self.parts)

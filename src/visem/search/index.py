@@ -58,8 +58,11 @@ class SearchIndex:
     def _file(self, name: str) -> Path:
         return require_file(self.path, name)
 
-    def _load(self) -> None:
-        """Read the model, vocabulary, captions and every generation the manifest names; open the vector stores."""
+    def _load(self, model: bool = True) -> None:
+        """Read the model, vocabulary, captions and every generation the manifest names; open the vector stores.
+
+        ``model=False`` keeps the loaded model, vocabulary and text side (a reload after ``index add``).
+        """
         import json
 
         from visem.config import load_yaml
@@ -75,10 +78,11 @@ class SearchIndex:
         self._hashes: list[str] = []
         self._rows: list[Any] = []  # per generation, (n_g, D) memory-mapped embeddings
         try:
-            self.model = build_model(m["method"], load_yaml(self._file("model.yaml")))
-            load_weights(self._file("model.safetensors"), self.model)
-            self.model.eval()
-            self.vocab = Vocabulary.from_json(self._file("vocab.json").read_text())
+            if model:
+                self.model = build_model(m["method"], load_yaml(self._file("model.yaml")))
+                load_weights(self._file("model.safetensors"), self.model)
+                self.model.eval()
+                self.vocab = Vocabulary.from_json(self._file("vocab.json").read_text())
             for gen in m["generations"]:
                 self._read_generation(gen)
             caps = json.loads(self._file(m["captions"]["file"]).read_text())
@@ -101,6 +105,19 @@ class SearchIndex:
         if self.caption_embeddings.shape[0] != len(self._captions):
             raise IndexFileError(f"{self.path}: {len(self._captions)} captions but "
                                  f"{self.caption_embeddings.shape[0]} caption embeddings")
+        self._load_sides(model)
+
+    def _load_sides(self, model: bool) -> None:
+        """The text tower's query side, the lexical index and fusion, the raw image features (visem.search.sides)."""
+        from visem.search.sides import load_sides
+
+        load_sides(self, model)
+
+    def reloaded(self) -> "SearchIndex":
+        """``self``, or the index's next generation (written by ``index add``) sharing this one's model."""
+        from visem.search.sides import reloaded
+
+        return reloaded(self)
 
     def _read_generation(self, gen: dict[str, Any]) -> None:
         """Append one generation's images and embeddings to the in-memory lists."""
@@ -129,24 +146,21 @@ class SearchIndex:
 
         Prefer :meth:`embedding_rows` for a few rows of a large index.
         """
-        import numpy as np
+        from visem.search.folder import GenerationRows
 
-        return self._rows[0] if len(self._rows) == 1 else np.concatenate(self._rows)
+        return GenerationRows(self._rows).whole()
 
     def embedding_rows(self, ids: Any) -> Any:
         """(len(ids), D) float32 embeddings of the given image ids (read from the generations' memory maps)."""
-        import numpy as np
+        from visem.search.folder import GenerationRows
 
-        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        out = np.empty((len(ids), int(self.manifest["dim"])), np.float32)
-        offsets = np.cumsum([0] + [r.shape[0] for r in self._rows])
-        gen = np.searchsorted(offsets, ids, side="right") - 1
-        for g in np.unique(gen).tolist():
-            sel = np.flatnonzero(gen == g)
-            local = ids[sel] - offsets[g]
-            order = np.argsort(local, kind="stable")  # ascending reads of the memory map
-            out[sel[order]] = self._rows[g][local[order]]
-        return out
+        return GenerationRows(self._rows)[ids]
+
+    @property
+    def raw(self) -> Any:
+        """(N, F) raw image features (unit norm, float16; :mod:`visem.search.image_space`), or ``None`` when the
+        index keeps none; a copy in memory past one generation."""
+        return self._raw_rows.whole() if self._raw_rows is not None else None
 
     # -- facts ------------------------------------------------------------------
     @property
@@ -165,7 +179,10 @@ class SearchIndex:
                 "n_captions": len(self._captions), "dim": m["dim"], "generation": m["generation"],
                 "generations": len(self._rows), "roots": [str(r) for r in self.roots], "created": m["created"],
                 "vocab_size": len(self.vocab), "format_version": m.get("read_as", m["version"]), "ann": ann,
-                "captions_ann": self._caption_store.describe(), "report": m["report"]}
+                "captions_ann": self._caption_store.describe(),
+                "text_encoder": m.get("text_encoder", "gru"),
+                "image_encoder": m.get("image_encoder", "efficientnet-lite0"), "fusion": self.fusion,
+                "report": m["report"]}
 
     def name(self, image_id: int) -> str:
         return self._names[self._check_id(image_id)]
@@ -228,71 +245,83 @@ class SearchIndex:
         if len(q) > MAX_QUERY_CHARS:
             raise QueryError(f"query too long: {len(q)} characters (at most {MAX_QUERY_CHARS})")
         toks = tokenize(q)
-        return {"query": q, "used": [t for t in toks if t in self.vocab],
-                "unknown": [t for t in toks if t not in self.vocab]}
+        used, _ = self.side.explain(toks)
+        matched = self.lexical.known(toks) if self.lexical is not None else []
+        return {"query": q, "used": used, "matched": matched,
+                "unknown": [t for t in toks if t not in used and t not in matched]}
 
     def embed_query(self, query: str) -> Any:
-        """The (D,) embedding of a text query; :class:`QueryError` when no word of it is usable."""
+        """The (D,) embedding of a text query; :class:`QueryError` when the text tower can use no word of it."""
         import torch
 
         ex = self.explain_query(query)
-        if not ex["used"]:
-            raise QueryError(f"no word of {ex['query']!r} is known to this index (vocabulary of {len(self.vocab)} "
-                             "words from its captions and pseudo captions)")
-        ids = torch.as_tensor([[self.vocab.index[w] for w in ex["used"][: self.manifest["max_len"]]]])
+        ids = self.side.query(ex["query"]) if ex["used"] else None
+        if ids is None:
+            raise QueryError(f"no word of {ex['query']!r} is known to this index's text tower (vocabulary of "
+                             f"{len(self.vocab)} words from its captions and pseudo captions)")
         with self._lock, torch.no_grad():
             return self.model.embed_text(ids)[0].numpy()
 
-    def search_text(self, query: str, k: int = 10) -> list[Hit]:
-        """Top-``k`` images for a text query, best first."""
-        k = self._check_k(k)
-        scores, ids = self._images.search(self.embed_query(query)[None, :], k)
-        return self._hits(scores[0], ids[0])
+    def search_text(self, query: str, k: int = 10, mode: str | None = None) -> list[Hit]:
+        """Top-``k`` images for a text query, best first.
+
+        ``mode``: ``None`` (the index's fusion of the dense and lexical
+        scores, :mod:`visem.search.lexical`), ``"dense"`` or ``"lexical"``.
+        A query the text tower cannot embed is answered by its word matches
+        alone; one neither side can use is a :class:`QueryError`.
+        """
+        from visem.search.sides import search_text
+
+        scores, ids = search_text(self, query, self._check_k(k), mode)
+        return self._hits(scores, ids)
 
     def _encoder_get(self):
-        from visem.features.image import EfficientNetLite0, Preprocess
+        from visem.search.features import encoder
 
         if self._encoder is None:
-            self._encoder = EfficientNetLite0(Preprocess(crop=self.manifest["crop"]))
+            self._encoder = encoder(self.manifest["crop"], self._image_encoder)
         return self._encoder
 
     def embed_image_file(self, image: Any) -> Any:
-        """The (D,) embedding of an image: a path, the bytes of an image file, or a PIL image."""
-        import io
+        """The (D,) embedding of an image: a path, the bytes of an image file, or a PIL image.
 
+        The pixel count is checked before decoding (:mod:`visem.search.upload`);
+        the CNN runs outside the index's lock (only the small embedding head
+        takes it), so text queries are not held up by image queries.
+        """
+        return self._embed_image_both(image)[0]
+
+    def _embed_image_both(self, image: Any) -> tuple[Any, Any]:
+        """``(learned (D,), raw pooled (F,))`` embeddings of a query image."""
         import numpy as np
         import torch
-        from PIL import Image, UnidentifiedImageError
 
-        try:
-            if isinstance(image, (bytes, bytearray)):
-                with Image.open(io.BytesIO(image)) as im:
-                    im.load()
-                    pil = im.copy()
-            elif isinstance(image, (str, Path)):
-                with Image.open(image) as im:
-                    im.load()
-                    pil = im.copy()
-            elif isinstance(image, Image.Image):
-                pil = image
-            else:
-                raise QueryError(f"an image query must be a path, bytes or a PIL image, not {type(image).__name__}")
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-            name = image if isinstance(image, (str, Path)) else "the uploaded file"
-            raise QueryError(f"{name}: not a readable image ({type(exc).__name__})") from None
+        from visem.features.image import VARIANTS
+        from visem.search.upload import open_query_image
+
+        pil = open_query_image(image, target=VARIANTS[self._image_encoder])
         enc = self._encoder_get()
-        with self._lock:
-            grid = enc.encode(enc.preprocess(pil)[None])  # (1, R, 1280)
-            x = torch.as_tensor(grid if self.manifest["regions"] else grid.mean(axis=1))
-            with torch.no_grad():
-                return self.model.embed_image(x.float())[0].numpy().astype(np.float32)
+        grid = enc.encode(enc.preprocess(pil)[None])  # (1, R, 1280), outside the lock
+        x = torch.as_tensor(grid if self.manifest["regions"] else grid.mean(axis=1))
+        with self._lock, torch.no_grad():
+            return self.model.embed_image(x.float())[0].numpy().astype(np.float32), grid.mean(axis=1)[0]
 
-    def _similar(self, vec: Any, k: int, exclude: int | None = None) -> SimilarResult:
-        """Nearest images (``exclude`` left out) and nearest captions of an embedding, both through the vector stores."""
+    def _similar(self, vec: Any, k: int, exclude: int | None = None, raw: Any = None) -> SimilarResult:
+        """Nearest images (``exclude`` left out) and nearest captions of an embedding, both through the vector stores.
+
+        With ``raw`` (the query's raw features) and an index that keeps them,
+        images rank by learned + raw cosine (:mod:`visem.search.image_space`).
+        """
         k = self._check_k(k)
-        scores, ids = self._images.search(vec[None, :], min(self.n_images, k + (exclude is not None)))
-        keep = ids[0] != (exclude if exclude is not None else -1)
-        images = self._hits(scores[0][keep][:k], ids[0][keep][:k])
+        if raw is not None and self._raw_rows is not None:
+            from visem.search.sides import similar_fused
+
+            s_img, i_img = similar_fused(self, vec, raw, k, exclude)
+            images = self._hits(s_img, i_img)
+        else:
+            scores, ids = self._images.search(vec[None, :], min(self.n_images, k + (exclude is not None)))
+            keep = ids[0] != (exclude if exclude is not None else -1)
+            images = self._hits(scores[0][keep][:k], ids[0][keep][:k])
         caps: list[CaptionHit] = []
         if len(self._captions):
             s, top = self._caption_store.search(vec[None, :], k)
@@ -303,29 +332,39 @@ class SearchIndex:
     def search_image(self, image: Any, k: int = 10) -> SimilarResult:
         """Images similar to a query image, and the indexed captions that match it."""
         k = self._check_k(k)
-        return self._similar(self.embed_image_file(image), k)
+        vec, raw = self._embed_image_both(image)
+        return self._similar(vec, k, raw=raw)
 
     def similar(self, image_id: int, k: int = 10) -> SimilarResult:
         """An indexed image as the query: the other images nearest to it, and matching captions."""
         i = self._check_id(image_id)
-        return self._similar(self.embedding_rows([i])[0], k, exclude=i)
+        raw = self._raw_rows[[i]][0] if self._raw_rows is not None else None
+        return self._similar(self.embedding_rows([i])[0], k, exclude=i, raw=raw)
 
     # -- growing -----------------------------------------------------------------
     def _load_folder(self, folder: Path, captions: Path | None, progress: bool = False,
                      workers: int | None = None):
         """A collection read with one read per file; features stored for the images not already indexed."""
-        regions, crop = self.manifest["regions"], self.manifest["crop"]
+        regions, crop, variant = self.manifest["regions"], self.manifest["crop"], self._image_encoder
         known = set(self._hashes)
         return load_collection(folder, captions, lambda paths: scan_images(
-            paths, regions=regions, crop=crop, workers=workers, progress=progress, skip=known))
+            paths, regions=regions, crop=crop, workers=workers, progress=progress, skip=known, variant=variant))
+
+    @property
+    def _image_encoder(self) -> str:
+        """The EfficientNet-Lite variant the index was built with."""
+        from visem.search.features import DEFAULT_IMAGE_ENCODER
+
+        return self.manifest.get("image_encoder", DEFAULT_IMAGE_ENCODER)
 
     def _embed_stored(self, hashes: list[str]):
         """(n, D) float32 embeddings of images whose features are in the store (by content key)."""
-        rows = feature_rows(hashes, self.manifest["regions"], self.manifest["crop"])
+        rows = feature_rows(hashes, self.manifest["regions"], self.manifest["crop"], self._image_encoder)
         with self._lock:
             return embed_images(self.model, rows)
 
-    def add_images(self, images: str | Path, progress: bool = False, workers: int | None = None) -> dict[str, Any]:
+    def add_images(self, images: str | Path, progress: bool = False, captions: str | Path | None = None,
+                   workers: int | None = None) -> dict[str, Any]:
         """Embed the images of a folder into the index without retraining, as a new generation.
 
         Images whose content is already indexed are skipped (counted as
@@ -340,7 +379,7 @@ class SearchIndex:
         from visem.search.folder import open_rows, stored_manifest, write_embeddings
 
         folder = Path(images)
-        col = self._load_folder(folder, None, progress, workers)
+        col = self._load_folder(folder, Path(captions) if captions is not None else None, progress, workers)
         known = set(self._hashes)
         new = [i for i, h in enumerate(col.hashes) if h not in known]
         report: dict[str, Any] = {"folder": str(folder), "found": len(col.names), "added": len(new),
@@ -358,13 +397,16 @@ class SearchIndex:
         gen = int(self.manifest["generation"]) + 1
         files = gen_files(gen)
         entries = [{"root": r, "name": col.names[i], "sha256": col.hashes[i]} for i in new]
+        from visem.search.sides import add_sides  # the new images' words and raw features
+
         with self._lock:
             atomic_write_json(self.path / files["images"], entries)
             write_embeddings(self.path / files["embeddings"], emb, len(new), emb.shape[1])
+            sides = add_sides(self, col, new, gen, self.manifest["crop"], self._image_encoder)
             rows = open_rows(self.path / files["embeddings"])
             entry = self._images.append(rows, gen)
             vectors = dict(self.manifest["vectors"], images=entry)
-            gens = list(self.manifest["generations"]) + [{"id": gen, **files, "n": len(new)}]
+            gens = list(self.manifest["generations"]) + [{"id": gen, **files, **sides, "n": len(new)}]
             manifest = dict(self.manifest, generation=gen, generations=gens, vectors=vectors, roots=roots,
                             n_images=self.n_images + len(new))
             atomic_write_json(self.path / MANIFEST, stored_manifest(manifest))  # the commit point
@@ -374,6 +416,7 @@ class SearchIndex:
             self._root_of += [r] * len(entries)
             self._hashes += [e["sha256"] for e in entries]
             self._rows.append(rows)
+            self._load_sides(model=False)  # the lexical index over every document, the raw rows of every generation
         report["n_images"] = self.n_images
         return report
 
@@ -409,13 +452,18 @@ class SearchIndex:
         todo = [j for j, p in enumerate(in_index) if p is None]
         if todo:
             img[todo] = self._embed_stored([col.hashes[used[j]] for j in todo])
-        ids = torch.from_numpy(self.vocab.encode_batch(col.captions, max_len=self.manifest["max_len"])[0])
         with self._lock:
-            txt = embed_texts(self.model, ids)
+            txt = embed_texts(self.model, self.side.ids(col.captions))
         train_pairs = {(self._hashes[i], c) for c, i in zip(self._captions, self._caption_image)}
         overlap = sum((col.hashes[i], c) in train_pairs for c, i in zip(col.captions, col.caption_image.tolist()))
-        metrics = retrieval_recall(torch.as_tensor(img), torch.as_tensor(txt),
-                                   torch.as_tensor(remap[col.caption_image]))
-        return {"n_images": int(len(used)), "n_captions": len(col.captions), "in_index": len(have),
-                "overlap": int(overlap), "skipped": col.skipped,
-                **{k: round(float(v), 4) for k, v in metrics.items()}}
+        t2i = remap[col.caption_image]
+        metrics = retrieval_recall(torch.as_tensor(img), torch.as_tensor(txt), torch.as_tensor(t2i))
+        out = {"n_images": int(len(used)), "n_captions": len(col.captions), "in_index": len(have),
+               "overlap": int(overlap), "skipped": col.skipped}
+        modes = {"dense": {k: round(float(v), 4) for k, v in metrics.items()}}
+        if self.lexical is not None:  # the lexical side and the index's fusion on the same gallery
+            from visem.search.sides import held_out_modes
+
+            out.update(held_out_modes(self, col.captions, t2i, txt, img, in_index, have, modes))
+        main = modes.get("hybrid", modes["dense"])
+        return {**out, **main, "modes": modes}

@@ -18,6 +18,8 @@ off because they load their assets from a CDN):
                                       matching captions
 ``GET /api/images/{id}``              the image file
 ``GET /api/images/{id}/captions``     the captions stored for an image
+``GET /api/map?n=``                   a 2-D map of a sample of the images and
+                                      captions (:mod:`visem.search.map`)
 ====================================  ==========================================
 
 Input rules: ``k`` in ``[1, MAX_K]`` and ``q`` of 1 to ``MAX_QUERY_CHARS``
@@ -31,9 +33,16 @@ integer id only, and the file the index names is served only if it resolves
 inside one of the index's image roots (the index checks this too).
 
 Concurrency: endpoints are synchronous and run in the server's thread pool.
-:class:`~visem.search.SearchIndex` runs its model under its own lock (it is
-documented safe to share between threads), so model calls are serialised
-there while image decoding, vector search and file streaming overlap.
+An uploaded image is decoded (its pixel count checked first,
+:mod:`visem.search.upload`) and run through the CNN in a separate pool of
+:data:`ENCODE_WORKERS` threads, outside the index's lock, so uploads queue
+there and never hold up text queries; :class:`~visem.search.SearchIndex`
+runs only its small embedding heads under its lock.
+
+Additions: every request first checks (at most once a second, by the
+manifest file's modification time) whether ``visem index add`` wrote a new
+generation, and then serves it (:meth:`~visem.search.SearchIndex.reloaded`:
+the model is shared, the new files are read once).
 """
 
 from __future__ import annotations
@@ -61,6 +70,9 @@ __all__ = ["MAX_UPLOAD_BYTES", "create_app", "serve", "running", "web_dir"]
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 """Largest accepted image upload (413 above it)."""
+
+ENCODE_WORKERS = 2
+"""Threads that decode and encode uploaded images (uploads beyond them wait in line)."""
 
 IMAGE_CACHE_CONTROL = "public, max-age=3600"
 # Types served inline; anything else (an SVG could carry script) is sent as a download.
@@ -101,7 +113,28 @@ class CaptionResult(BaseModel):
 class SearchResponse(BaseModel):
     query: str
     k: int
+    mode: str = Field("hybrid", description="hybrid (the index's fusion), dense or lexical")
+    used: list[str] = Field(default_factory=list, description="query words the text tower embeds")
+    matched: list[str] = Field(default_factory=list, description="query words found in the indexed words")
+    ignored: list[str] = Field(default_factory=list, description="query words neither side knows (ignored)")
     results: list[ImageResult]
+
+
+class MapPoint(BaseModel):
+    kind: str = Field(description="image or caption")
+    x: float
+    y: float
+    id: int | None = None
+    name: str | None = None
+    image_id: int | None = None
+    caption: str | None = None
+
+
+class MapResponse(BaseModel):
+    method: str
+    n_images: int
+    n_captions: int
+    points: list[MapPoint]
 
 
 class SimilarResponse(BaseModel):
@@ -271,11 +304,47 @@ async def _send_413(send, limit: int) -> None:
 # ---------------------------------------------------------------- the app
 
 
-def create_app(index: SearchIndex, *, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
+class _Current:
+    """The index being served: swapped for its next generation when ``index add`` wrote one."""
+
+    def __init__(self, index: SearchIndex, every: float = 1.0) -> None:
+        self.index, self.every = index, every
+        self._checked = time.monotonic()
+        self._mtime = self._stat()
+        self._lock = threading.Lock()
+        self.maps: dict[tuple[int, int], dict] = {}
+
+    def _stat(self) -> int | None:
+        path = getattr(self.index, "path", None)
+        try:
+            return (Path(path) / "index.json").stat().st_mtime_ns if path is not None else None
+        except OSError:
+            return None
+
+    def get(self) -> SearchIndex:
+        now = time.monotonic()
+        if now - self._checked >= self.every and hasattr(self.index, "reloaded"):
+            with self._lock:
+                if now - self._checked >= self.every:
+                    self._checked = now
+                    mtime = self._stat()
+                    if mtime != self._mtime:
+                        self._mtime = mtime
+                        self.index = self.index.reloaded()
+        return self.index
+
+
+def create_app(index: SearchIndex, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
+               reload_every: float = 1.0) -> FastAPI:
     """The FastAPI app serving ``index`` (see the module docstring for the routes)."""
-    info = index.info()
-    roots = [Path(r).resolve() for r in info.get("roots", []) or []]
+    from concurrent.futures import ThreadPoolExecutor
+
+    current = _Current(index, reload_every)
+    encoders = ThreadPoolExecutor(max_workers=ENCODE_WORKERS, thread_name_prefix="visem-encode")
     web = web_dir()
+
+    def roots() -> list[Path]:
+        return [Path(r).resolve() for r in current.get().info().get("roots", []) or []]
 
     app = FastAPI(
         title="visem",
@@ -286,6 +355,7 @@ def create_app(index: SearchIndex, *, max_upload_bytes: int = MAX_UPLOAD_BYTES) 
         openapi_url="/openapi.json",
     )
     app.state.index = index
+    app.state.current = current
     app.add_middleware(_Guard, limit=max_upload_bytes)
 
     @app.exception_handler(RequestValidationError)
@@ -301,7 +371,7 @@ def create_app(index: SearchIndex, *, max_upload_bytes: int = MAX_UPLOAD_BYTES) 
         return JSONResponse(status_code=400, content={"detail": str(exc)})
 
     def known_id(image_id: int) -> int:
-        if not 0 <= image_id < index.n_images:
+        if not 0 <= image_id < current.get().n_images:
             raise HTTPException(404, _NOT_FOUND)
         return image_id
 
@@ -311,6 +381,8 @@ def create_app(index: SearchIndex, *, max_upload_bytes: int = MAX_UPLOAD_BYTES) 
     @app.get("/api/info", response_model=InfoResponse, tags=["index"])
     def api_info() -> InfoResponse:
         """What the index holds and the server's limits."""
+        index = current.get()
+        info = index.info()
         return InfoResponse(
             version=__version__,
             method=info.get("method"),
@@ -325,10 +397,15 @@ def create_app(index: SearchIndex, *, max_upload_bytes: int = MAX_UPLOAD_BYTES) 
     def api_search(
         q: str = Query(..., min_length=1, max_length=MAX_QUERY_CHARS, description="text query"),
         k: int = K,
+        mode: str = Query("hybrid", pattern="^(hybrid|dense|lexical)$",
+                          description="hybrid: the index's fusion of dense and word-match scores; or one alone"),
     ) -> SearchResponse:
-        """Text to image: the ``k`` images closest to the query."""
-        hits = index.search_text(q, k=k)
-        return SearchResponse(query=q, k=k, results=_images(hits))
+        """Text to image: the ``k`` images closest to the query, and which of its words were used or ignored."""
+        index = current.get()
+        hits = index.search_text(q, k=k, mode=mode)
+        ex = index.explain_query(q)
+        return SearchResponse(query=q, k=k, mode=mode, used=ex["used"], matched=ex.get("matched", []),
+                              ignored=ex["unknown"], results=_images(hits))
 
     @app.post("/api/search/image", response_model=SimilarResponse, responses={**_ERRORS, 413: {"model": ErrorResponse, "description": "upload too large"}}, tags=["search"])
     def api_search_image(file: UploadFile = File(..., description="an image file"), k: int = K) -> SimilarResponse:
@@ -338,7 +415,7 @@ def create_app(index: SearchIndex, *, max_upload_bytes: int = MAX_UPLOAD_BYTES) 
             raise HTTPException(413, f"upload larger than {max_upload_bytes} bytes")
         if not data:
             raise HTTPException(400, "empty upload")
-        result = index.search_image(data, k=k)
+        result = encoders.submit(current.get().search_image, data, k).result()  # the CNN off the request threads
         return _similar(result, k, None)
 
     @app.get("/api/similar/{image_id}", response_model=SimilarResponse, responses=_ERRORS, tags=["search"])
@@ -346,7 +423,7 @@ def create_app(index: SearchIndex, *, max_upload_bytes: int = MAX_UPLOAD_BYTES) 
         """Image to image and image to text, for an indexed image (clicking a result)."""
         known_id(image_id)
         try:
-            result = index.similar(image_id, k=k)
+            result = current.get().similar(image_id, k=k)
         except KeyError:
             raise HTTPException(404, _NOT_FOUND) from None
         return _similar(result, k, image_id)
@@ -361,11 +438,12 @@ def create_app(index: SearchIndex, *, max_upload_bytes: int = MAX_UPLOAD_BYTES) 
         """The image file of an indexed image."""
         known_id(image_id)
         try:
-            path = index.image_file(image_id)
+            path = current.get().image_file(image_id)
         except (KeyError, FileNotFoundError):
             raise HTTPException(404, _NOT_FOUND) from None
         path = Path(path).resolve()
-        if (roots and not _inside(path, roots)) or not path.is_file():
+        allowed = roots()
+        if (allowed and not _inside(path, allowed)) or not path.is_file():
             raise HTTPException(404, _NOT_FOUND)
         media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         headers = {"Cache-Control": IMAGE_CACHE_CONTROL}
@@ -379,10 +457,29 @@ def create_app(index: SearchIndex, *, max_upload_bytes: int = MAX_UPLOAD_BYTES) 
         """The captions stored for an indexed image (may be empty)."""
         known_id(image_id)
         try:
-            caps = index.captions_of(image_id)
+            caps = current.get().captions_of(image_id)
         except KeyError:
             raise HTTPException(404, _NOT_FOUND) from None
         return CaptionsResponse(image_id=image_id, captions=list(caps))
+
+    @app.get("/api/map", response_model=MapResponse, responses=_ERRORS, tags=["index"])
+    def api_map(n: int = Query(300, ge=1, le=5000, description="images in the map (a seeded sample)")) -> MapResponse:
+        """A 2-D map of a sample of the images and captions (t-SNE; PCA for tiny indexes).
+
+        t-SNE rather than UMAP here: UMAP's first call in a process compiles its
+        kernels (numba), which took minutes on the 2-core machine, too long for a
+        page; ``visem index map`` uses UMAP when installed.
+        """
+        from visem.search.map import MIN_NEIGHBOUR_POINTS, index_map
+
+        index = current.get()
+        key = (id(index), n)
+        if key not in current.maps:  # computed once per generation and size
+            n_caps = max(1, n // 4)
+            total = min(n, index.n_images) + min(n_caps, len(index._captions))
+            method = "pca" if total < MIN_NEIGHBOUR_POINTS else "tsne"
+            current.maps[key] = index_map(index, n_images=n, n_captions=n_caps, method=method)
+        return MapResponse(**current.maps[key])
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -399,12 +496,41 @@ def create_app(index: SearchIndex, *, max_upload_bytes: int = MAX_UPLOAD_BYTES) 
 # ---------------------------------------------------------------- running it
 
 
-def serve(index_path: str | Path, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning") -> None:
-    """Open the index at ``index_path`` and serve it until interrupted (blocks)."""
+def bind(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
+    """A listening socket on ``host:port``; ``ValueError`` saying so when the address is in use or not available."""
+    import errno
+
+    from visem.search.options import check_port
+
+    check_port(port)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ValueError(f"cannot serve on {host}:{port}: unknown host ({exc.strerror})") from None
+    family = infos[0][0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    if hasattr(socket, "SO_REUSEADDR"):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(infos[0][4])
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ValueError(f"cannot serve on {host}:{port}: address in use (another server? try --port)") from None
+        raise ValueError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def serve(index_path: str | Path | SearchIndex, host: str = "127.0.0.1", port: int = 8000,
+          log_level: str = "warning", sock: socket.socket | None = None) -> None:
+    """Serve an index (a path, or an opened one) until interrupted (blocks); on ``sock`` if given (:func:`bind`)."""
     import uvicorn
 
-    app = create_app(SearchIndex.open(index_path))
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    index = index_path if isinstance(index_path, SearchIndex) else SearchIndex.open(index_path)
+    app = create_app(index)
+    sock = sock if sock is not None else bind(host, port)
+    uvicorn.Server(uvicorn.Config(app, log_level=log_level)).run(sockets=[sock])
 
 
 @contextlib.contextmanager

@@ -59,9 +59,19 @@ class TrainingData:
     uncaptioned: Any
 
 
-def default_steps(n_items: int, batch_size: int) -> int:
-    """About 15 passes over the training items, at least 300 and at most 2,000 steps."""
-    return int(min(2000, max(300, math.ceil(15 * n_items / max(1, batch_size)))))
+DEFAULT_EPOCHS = 15.0
+MIN_STEPS = 300
+
+
+def default_steps(n_items: int, batch_size: int, epochs: float | None = None) -> int:
+    """``epochs`` passes over the training items (default 15), at least 300 steps.
+
+    Proportional to the collection with no upper cap: 1M captioned images at
+    batch 64 default to 234,375 steps; pass fewer ``epochs`` (or ``steps``)
+    for a quicker, coarser model.
+    """
+    e = DEFAULT_EPOCHS if epochs is None else epochs
+    return int(max(MIN_STEPS if epochs is None else 1, math.ceil(e * n_items / max(1, batch_size))))
 
 
 def make_sampler(kind: str, method: str, data: TrainingData, batch_size: int, seed: int) -> tuple[Any, int]:
@@ -69,6 +79,7 @@ def make_sampler(kind: str, method: str, data: TrainingData, batch_size: int, se
     import numpy as np
     import torch
 
+    from visem.distributed import world_size
     from visem.train.sampler import IndexSampler, MultiSampler
 
     bs = batch_size
@@ -83,11 +94,11 @@ def make_sampler(kind: str, method: str, data: TrainingData, batch_size: int, se
         if n_caps >= 2:
             n_items = n_caps
             sampler: Any = IndexSampler(pairs(own_cap_img, np.arange(n_caps)),
-                                        {"image": ("img", feats), "text": ("cap", cap_ids)}, min(bs, n_items), seed)
+                                        {"image": ("img", feats), "text": ("cap", cap_ids)}, bs, seed)
         else:  # no captions at all: pseudo captions are the pairs
             n_items = n_own
             sampler = IndexSampler({"img": torch.arange(n_own)}, {"image": ("img", feats), "text": ("img", pseudo_ids)},
-                                   min(bs, n_items), seed)
+                                   bs, seed)
     elif kind == "pseudo":
         if n_caps < 2:
             raise ValueError(f"{method} needs at least two captions (found {n_caps}); leave --method unset")
@@ -97,17 +108,18 @@ def make_sampler(kind: str, method: str, data: TrainingData, batch_size: int, se
         sampler = MultiSampler({
             "pair": IndexSampler(pairs(own_cap_img, np.arange(n_caps)),
                                  {"pair.image": ("img", feats), "pair.text": ("cap", cap_ids)},
-                                 min(bs, n_caps), seed),
+                                 bs, seed),
             "pseudo": IndexSampler({"img": torch.as_tensor(unl)},
                                    {"pseudo.image": ("img", feats), "pseudo.text": ("img", pseudo_ids)},
-                                   min(bs, len(unl)), seed + 1)}, prefix=False)
+                                   bs, seed + 1)}, prefix=False)
     else:  # domains: paired = this collection's pairs and the source's; target = this collection unpaired
         src_cap = np.arange(len(data.cap_img))
         if not len(src_cap):
             raise ValueError(f"{method} needs captions in the source index or the caption file")
         tgt_text = np.arange(n_caps) if n_caps else None
         n_items = len(src_cap) + n_own
-        b = min(bs, len(src_cap), n_own)
+        b = min(bs, len(src_cap), n_own)  # one batch size for the three groups
+        b -= b % world_size() if b >= world_size() else 0  # and one every process can take an equal share of
         tgt_t = (IndexSampler({"cap": torch.as_tensor(tgt_text)}, {"tgt.text": ("cap", cap_ids)}, b, seed + 2)
                  if tgt_text is not None else
                  IndexSampler({"img": torch.arange(n_own)}, {"tgt.text": ("img", pseudo_ids)}, b, seed + 2))

@@ -73,10 +73,13 @@ class BuildOptions:
     ``faiss`` (files in the index folder) or ``milvus`` (``uri``: a Milvus
     Lite file, relative to the index folder, or a server URL).
     ``workers``: image-decoding processes (``None``: from the machine).
+    Training length: ``steps``, or ``epochs`` passes over the training items;
+    neither: 15 epochs, at least 300 steps, no upper cap.
     """
 
     method: str | None = None
     steps: int | None = None
+    epochs: float | None = None
     batch_size: int = 64
     lr: float = 5e-4
     embed_dim: int = 256
@@ -92,6 +95,19 @@ class BuildOptions:
     model: dict[str, Any] = field(default_factory=dict)
     workers: int | None = None
     progress: bool = False
+    # choosing towers and fusion (visem.search.choose; None = by validation when possible, else the defaults)
+    text_encoder: str | None = None
+    image_encoder: str = "efficientnet-lite0"
+    fusion: dict[str, Any] | None = None
+    choose: bool = True
+    regions: bool = False  # region features (the 7 x 7 grid) for a method that pools regions (A3VSE); else pooled
+
+    def check(self) -> "BuildOptions":
+        """``self``, or ``ValueError`` naming the first option out of range (visem.search.options)."""
+        from visem.search.options import check_build_options
+
+        check_build_options(self)
+        return self
 
 
 @dataclass
@@ -110,6 +126,8 @@ class BuildReport:
     ann: dict[str, Any]
     steps: int
     seconds: float
+    choice: dict[str, Any] = field(default_factory=dict)  # how the towers, method and fusion were chosen
+    notes: list[str] = field(default_factory=list)  # what the build repaired or kept (damaged files, empty captions)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

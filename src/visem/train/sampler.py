@@ -39,6 +39,7 @@ class BatchSampler:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.tensors = dict(tensors)
+        self.requested = int(batch_size)
         self.batch_size = min(batch_size, self.n)
         self.seed = seed
         self.epoch = 0
@@ -50,10 +51,14 @@ class BatchSampler:
         """Yield only rank ``rank``'s slice of each global batch (``world`` processes in all)."""
         if not 0 <= rank < world:
             raise ValueError(f"rank {rank} is not in [0, {world})")
-        if self.batch_size % world:
+        if self.requested % world:
             raise ValueError(
-                f"the global batch of {self.batch_size} items does not split over {world} processes "
+                f"the global batch of {self.requested} items does not split over {world} processes "
                 f"(set a batch size divisible by {world})")
+        if self.batch_size % world:  # cut down to the data's size: cut it to a multiple of the world too
+            if self.n < world:
+                raise ValueError(f"{self.n} items cannot be shared by {world} processes")
+            self.batch_size -= self.batch_size % world
         self.rank, self.world = int(rank), int(world)
         return self
 

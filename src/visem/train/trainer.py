@@ -233,6 +233,9 @@ class Trainer:
         path = self.log_path
         if path is None or not dist.is_main():
             return
+        from visem.train.tensorboard import log_scalars  # also to TensorBoard, when the extra is installed
+
+        log_scalars(self.run_dir, row)
         new = not path.exists()
         if not new:
             with path.open(newline="") as f:
@@ -316,6 +319,9 @@ class Trainer:
             self.model.load_state_dict(self._best_state)
         self._measure_shares("end")
         if self.run_dir is not None and dist.is_main():
+            from visem.train.tensorboard import close
+
+            close(self.run_dir)
             save_weights(self.run_dir / "model.safetensors", self.model, {"step": self.step})
         self.model.eval()
         if not keep_device:

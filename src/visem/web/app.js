@@ -20,6 +20,11 @@
     queryCaptions: $("query-captions"),
     captionPanel: $("caption-panel"),
     captions: $("captions"),
+    ignored: $("ignored"),
+    mapButton: $("map-button"),
+    mapPanel: $("map-panel"),
+    map: $("map"),
+    mapInfo: $("map-info"),
   };
   let limits = { max_k: 100, max_query_chars: 500, max_upload_bytes: 10 * 1024 * 1024 };
   let uploadUrl = null;
@@ -155,9 +160,66 @@
       const data = await getJSON(`/api/search?${params}`);
       if (ticket !== pending) return;
       hideQuery();
+      hideMap();
       renderImages(data.results);
+      showIgnored(data.ignored || []);
       els.status.textContent = `${data.results.length} images for \u201c${data.query}\u201d`;
       history.replaceState(null, "", `?${new URLSearchParams({ q: q })}`);
+    } catch (e) {
+      if (ticket !== pending) return;
+      showError(e.message);
+    }
+  }
+
+  function showIgnored(words) {
+    // the words the index could not use, as the command line lists them
+    els.ignored.textContent = words.length ? `ignored (unknown to this index): ${words.join(", ")}` : "";
+    els.ignored.hidden = words.length === 0;
+  }
+
+  function hideMap() {
+    els.mapPanel.hidden = true;
+  }
+
+  async function showMap() {
+    const ticket = ++pending;
+    clearError();
+    showIgnored([]);
+    els.status.textContent = "computing the map...";
+    try {
+      const data = await getJSON("/api/map?n=300");
+      if (ticket !== pending) return;
+      hideQuery();
+      els.results.replaceChildren();
+      const nodes = data.points.map((p) => {
+        const left = `${(3 + 94 * p.x).toFixed(2)}%`;
+        const top = `${(3 + 94 * (1 - p.y)).toFixed(2)}%`;
+        if (p.kind === "image") {
+          const img = document.createElement("img");
+          img.className = "map-point";
+          img.src = `/api/images/${encodeURIComponent(p.id)}`;
+          img.alt = p.name;
+          img.title = p.name;
+          img.tabIndex = 0;
+          img.dataset.id = String(p.id);
+          img.style.left = left;
+          img.style.top = top;
+          img.addEventListener("click", () => similar(p.id, p.name));
+          return img;
+        }
+        const dot = document.createElement("span");
+        dot.className = "map-caption";
+        dot.title = p.caption;
+        dot.dataset.imageId = String(p.image_id);
+        dot.style.left = left;
+        dot.style.top = top;
+        dot.addEventListener("click", () => similar(p.image_id, p.caption));
+        return dot;
+      });
+      els.map.replaceChildren(...nodes);
+      els.mapInfo.textContent = `${data.n_images} images and ${data.n_captions} captions (red dots) placed by their embeddings (${data.method}); click one for its neighbours`;
+      els.mapPanel.hidden = false;
+      els.status.textContent = "";
     } catch (e) {
       if (ticket !== pending) return;
       showError(e.message);
@@ -184,6 +246,8 @@
     try {
       const data = await getJSON(`/api/similar/${encodeURIComponent(id)}?k=${k()}`);
       if (ticket !== pending) return;
+      hideMap();
+      showIgnored([]);
       showQuery(`/api/images/${encodeURIComponent(id)}`, `Like ${name}`);
       els.queryPanel.dataset.id = String(id);
       showSimilar(data, name);
@@ -218,6 +282,8 @@
       if (ticket !== pending) return;
       if (uploadUrl) URL.revokeObjectURL(uploadUrl);
       uploadUrl = URL.createObjectURL(file);
+      hideMap();
+      showIgnored([]);
       showQuery(uploadUrl, `Like ${file.name}`);
       delete els.queryPanel.dataset.id;
       showSimilar(data, file.name);
@@ -246,6 +312,7 @@
     }
     searchImage(file);
   });
+  els.mapButton.addEventListener("click", () => showMap());
   els.imageFile.addEventListener("change", () => {
     if (els.imageFile.files[0]) searchImage(els.imageFile.files[0]);
   });
