@@ -74,6 +74,14 @@ def walk(out: str) -> None:
         local = _shard(batch, r, w)
         engine = dist.wrap(model, torch.device("cpu"))
         opts, ref_opts = model.make_optimizers(1e-3), ref.make_optimizers(1e-3)
+        # Adam's first step moves a parameter by lr * g / (|g| + eps) whatever the size of g: a gradient that is
+        # exactly 0 in one process and 2e-9 (rounding of the all-reduce) in two would move it by lr / 6 in one and
+        # not at all in the other (FRWGAN's critic biases). eps 1e-6 in both runs keeps rounding-size gradients
+        # from moving parameters; every gradient the models really have is far above it.
+        for o in (*opts, *ref_opts):
+            for g in o.param_groups:
+                if "eps" in g:
+                    g["eps"] = max(g["eps"], 1e-6)
         grads, between, from_ref = [], [], []
         for step, progress in enumerate(PROGRESS):
             for phase in model.phases():
