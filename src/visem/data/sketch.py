@@ -34,7 +34,6 @@ import io
 import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -43,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from visem.data.paths import DataError, atomic_write_json, read_json, reading, sha256_file, source_dir
+from visem.io import atomic_dir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -191,9 +191,7 @@ def prepare_emoji_sketch(force: bool = False, font: str | Path = SYMBOLA_FONT, s
     rows = sketch_concepts(load_emoji(EMOJI_STYLE_FOR_CONCEPTS).table, font_codepoints(font))
     if limit is not None:
         rows = rows.iloc[: int(limit)]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-    try:
+    with atomic_dir(target) as tmp:
         concepts, skipped = [], []
         for concept, cp in zip(rows["concept"], rows["codepoint"]):
             try:
@@ -209,12 +207,6 @@ def prepare_emoji_sketch(force: bool = False, font: str | Path = SYMBOLA_FONT, s
             "pillow": pil_version, "freetype": features.version("freetype2"), "n_sketches": len(concepts),
             "concepts": concepts, "skipped_no_ink": skipped,
         })
-        os.chmod(tmp, 0o755)  # mkdtemp made it private; it is an ordinary data folder
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     load_emoji_sketch.cache_clear()
     return target, True, len(concepts)
 
