@@ -82,12 +82,7 @@ def load_sides(index: Any, model: bool) -> None:
     if space and space.get("kind") == "fused" and all("raw" in g for g in gens):
         parts = []
         for g in gens:
-            try:
-                rows = open_rows(index._file(g["raw"]))
-            except IndexFileError:
-                raise
-            except (OSError, ValueError) as exc:
-                raise IndexFileError(f"{index.path / g['raw']}: damaged raw feature file ({exc})") from None
+            rows = _generation_side(index, g, "raw", open_rows, "raw feature")
             if rows.ndim != 2 or len(rows) != int(g["n"]):
                 raise IndexFileError(f"{index.path / g['raw']}: shape {rows.shape} for {g['n']} images")
             parts.append(rows)
@@ -97,16 +92,21 @@ def load_sides(index: Any, model: bool) -> None:
     if lex and all("lexical" in g for g in gens):
         docs: list[str] = []
         for g in gens:
-            try:
-                part = read_documents(index._file(g["lexical"]))
-            except IndexFileError:
-                raise
-            except (OSError, ValueError) as exc:
-                raise IndexFileError(f"{index.path / g['lexical']}: damaged lexical file ({exc})") from None
+            part = _generation_side(index, g, "lexical", read_documents, "lexical")
             if len(part) != int(g["n"]):
                 raise IndexFileError(f"{index.path / g['lexical']}: {len(part)} documents for {g['n']} images")
             docs += part
         index.lexical, index.fusion = LexicalIndex(docs), dict(lex["fusion"])
+
+
+def _generation_side(index: Any, gen: dict, key: str, read: Any, what: str) -> Any:
+    """``read`` of the side file ``gen[key]``; an unreadable one is an :class:`IndexFileError` naming it."""
+    try:
+        return read(index._file(gen[key]))
+    except IndexFileError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise IndexFileError(f"{index.path / gen[key]}: damaged {what} file ({exc})") from None
 
 
 def reloaded(index: Any) -> Any:
