@@ -381,3 +381,13 @@ def test_median_bandwidth_is_the_median_heuristic_and_scale_free() -> None:
     a, b = torch.randn(20, 8, generator=g), torch.randn(15, 8, generator=g)
     assert median_bandwidth(10 * a, 10 * b) == pytest.approx(10 * median_bandwidth(a, b))
     assert median_bandwidth(torch.ones(3, 2), torch.ones(2, 2)) == 1.0
+
+
+def test_lsgan_loss_is_the_mean_squared_distance_to_the_target_label() -> None:
+    from visem.losses import lsgan_loss
+
+    pred = torch.tensor([[0.5, -1.0], [2.0, 1.0]])
+    naive_real = sum((float(v) - 1.0) ** 2 for v in pred.flatten()) / pred.numel()
+    naive_fake = sum(float(v) ** 2 for v in pred.flatten()) / pred.numel()
+    assert float(lsgan_loss(pred, real=True)) == pytest.approx(naive_real)
+    assert float(lsgan_loss(pred, real=False)) == pytest.approx(naive_fake)

@@ -42,6 +42,7 @@ __all__ = [
     "grad_reverse",
     "grl_schedule",
     "kl_diag_gaussians",
+    "lsgan_loss",
     "median_bandwidth",
     "mmd",
     "ranking_hinges",
@@ -431,6 +432,21 @@ def grad_reverse(x: Tensor, scale: float = 1.0) -> Tensor:
     if not math.isfinite(s) or s < 0:
         raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")
     return _GradReverse.apply(x, s)
+
+
+def lsgan_loss(pred: Tensor, real: bool) -> Tensor:
+    r"""Least-squares GAN loss: the mean of ``(pred - 1)^2`` (``real``) or of ``pred^2`` (fake).
+
+    Mao et al. 2017 (LSGAN, Eq. 2 with targets ``a = 0``, ``b = c = 1``), the
+    adversarial loss of GDH's and SEM-PCYC's published code: a discriminator
+    calls it with ``real`` for real inputs and not for generated ones, a
+    generator with ``real`` for its own outputs. Mean over every element.
+
+    Example:
+        >>> float(lsgan_loss(torch.tensor([1.0, 0.0]), real=True))
+        0.5
+    """
+    return torch.nn.functional.mse_loss(pred, torch.full_like(pred, 1.0 if real else 0.0))
 
 
 def grl_schedule(p: float, gamma: float = 10.0) -> float:

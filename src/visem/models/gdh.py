@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from visem.losses import lsgan_loss
 from visem.models.base import Objective, Phase, adam
 from visem.models.layers import mlp
 from visem.models.registry import register_model
@@ -88,14 +89,10 @@ class GDH(SketchImageModel):
     def encoder_parameters(self) -> list[nn.Parameter]:
         return [*self.g_a.parameters(), *self.hash.parameters()]
 
-    @staticmethod
-    def _lsgan(pred: Tensor, real: bool) -> Tensor:
-        return F.mse_loss(pred, torch.full_like(pred, 1.0 if real else 0.0))
-
     def _generator_terms(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         s, i = batch["sketch"], batch["image"]
         fake_i, fake_s = self.g_a(s), self.g_b(i)
-        adv = self._lsgan(self.d_a(fake_i), True) + self._lsgan(self.d_b(fake_s), True)
+        adv = lsgan_loss(self.d_a(fake_i), True) + lsgan_loss(self.d_b(fake_s), True)
         cyc = F.l1_loss(self.g_b(fake_i), s) + F.l1_loss(self.g_a(fake_s), i)
         return adv, cyc
 
@@ -116,8 +113,8 @@ class GDH(SketchImageModel):
         s, i = batch["sketch"], batch["image"]
         with torch.no_grad():
             fake_i, fake_s = self.g_a(s), self.g_b(i)
-        return 0.5 * (self._lsgan(self.d_a(i), True) + self._lsgan(self.d_a(fake_i), False)) + \
-            0.5 * (self._lsgan(self.d_b(s), True) + self._lsgan(self.d_b(fake_s), False))
+        return 0.5 * (lsgan_loss(self.d_a(i), True) + lsgan_loss(self.d_a(fake_i), False)) + \
+            0.5 * (lsgan_loss(self.d_b(s), True) + lsgan_loss(self.d_b(fake_s), False))
 
     def make_optimizers(self, lr: float, weight_decay: float = 0.0) -> list[torch.optim.Optimizer]:
         kw = {"lr": lr, "weight_decay": weight_decay, "betas": (0.5, 0.999)}

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from visem.distributed import gather
+from visem.losses import lsgan_loss
 from visem.models.base import Objective, Phase, adam
 from visem.models.registry import register_model
 from visem.models.sbir import SketchImageModel
@@ -150,10 +151,6 @@ class SEMPCYC(SketchImageModel):
     def encoder_parameters(self) -> list[nn.Parameter]:
         return [*self.sk2se.parameters(), *self.im2se.parameters()]
 
-    @staticmethod
-    def _ls(pred: Tensor, real: bool) -> Tensor:
-        return F.mse_loss(pred, torch.full_like(pred, 1.0 if real else 0.0))
-
     def _semantics(self, batch: Mapping[str, Tensor]) -> Tensor:
         return batch["class_emb"][batch["label"].long()]
 
@@ -165,8 +162,8 @@ class SEMPCYC(SketchImageModel):
             e = self.ae_enc(self._semantics(batch))
         im2se, sk2se = self.im2se(im), self.sk2se(sk)
         se2im, se2sk = self.se2im(e), self.se2sk(e)
-        adv = (self._ls(self.d_se(im2se), True) + self._ls(self.d_se(sk2se), True)
-               + self._ls(self.d_im(se2im), True) + self._ls(self.d_sk(se2sk), True))
+        adv = (lsgan_loss(self.d_se(im2se), True) + lsgan_loss(self.d_se(sk2se), True)
+               + lsgan_loss(self.d_im(se2im), True) + lsgan_loss(self.d_sk(se2sk), True))
         cyc = (cfg.lambda_im * F.l1_loss(self.se2im(im2se), im) + cfg.lambda_sk * F.l1_loss(self.se2sk(sk2se), sk)
                + cfg.lambda_se * (F.l1_loss(self.sk2se(se2sk), e) + F.l1_loss(self.im2se(se2im), e)))
         cls = (cfg.lambda_se * (F.cross_entropy(self.cls_se(im2se), y) + F.cross_entropy(self.cls_se(sk2se), y))
@@ -190,9 +187,10 @@ class SEMPCYC(SketchImageModel):
         with torch.no_grad():
             e = self.ae_enc(self._semantics(batch))
             im2se, sk2se, se2im, se2sk = self.im2se(im), self.sk2se(sk), self.se2im(e), self.se2sk(e)
-        d_se = 2 * self._ls(self.d_se(e), True) + self._ls(self.d_se(im2se), False) + self._ls(self.d_se(sk2se), False)
-        d_sk = self._ls(self.d_sk(sk), True) + self._ls(self.d_sk(se2sk), False)
-        d_im = self._ls(self.d_im(im), True) + self._ls(self.d_im(se2im), False)
+        d_se = (2 * lsgan_loss(self.d_se(e), True) + lsgan_loss(self.d_se(im2se), False)
+                + lsgan_loss(self.d_se(sk2se), False))
+        d_sk = lsgan_loss(self.d_sk(sk), True) + lsgan_loss(self.d_sk(se2sk), False)
+        d_im = lsgan_loss(self.d_im(im), True) + lsgan_loss(self.d_im(se2im), False)
         return cfg.disc_se * d_se + cfg.disc_sk * d_sk + cfg.disc_im * d_im
 
     def make_optimizers(self, lr: float, weight_decay: float = 0.0) -> list[torch.optim.Optimizer]:
